@@ -24,8 +24,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
-                 log_to_driver=True)
+        # address="local": always a fresh instance, never one that `ray start` left running
+        ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+                 include_dashboard=False, log_to_driver=True)
     log.info("ray: %s", ray.cluster_resources())
 
 
