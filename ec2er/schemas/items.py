@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from ec2er.schemas.taxonomy import (
     EU_FINE_TO_COARSE,
@@ -37,6 +37,9 @@ class Provenance(BaseModel):
     theme_id: str | None = None
 
 
+OWN_FIELDS = ("explanation", "provenance", "confidence", "flags")
+
+
 class ItemBase(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -48,8 +51,12 @@ class ItemBase(BaseModel):
     confidence: float | None = Field(None, ge=0.0, le=1.0)
     flags: list[str] | None = Field(None, description="curation flags, e.g. 'ambiguous'")
 
-    def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+    @model_serializer(mode="wrap")
+    def _own_fields_last(self, handler: Any) -> dict[str, Any]:
+        """EmoBench's fields in its order first, ours after (pydantic puts base fields first)."""
+        data = handler(self)
+        own = [k for k in OWN_FIELDS if k in data]
+        return {**{k: v for k, v in data.items() if k not in OWN_FIELDS}, **{k: data[k] for k in own}}
 
 
 def _gold_among(label: str, choices: list[str], field: str) -> None:

