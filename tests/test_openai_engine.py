@@ -133,3 +133,15 @@ def test_without_structured_outputs_no_response_format_is_sent():
     with FakeOpenAI(reply='```json\n{"reasoning": "r", "answer": "D"}\n```') as fake:
         (result,) = _engine(fake, structured_outputs=False).chat([_req(0, response_model=ReasonedAnswer)])
     assert result.parsed.answer == "D" and "response_format" not in fake.bodies[0]
+
+
+def test_works_from_inside_a_running_event_loop():
+    """Ray Serve replicas and notebooks call engines from async code."""
+    import asyncio
+
+    async def call():
+        with FakeOpenAI() as fake:
+            return _engine(fake).chat([_req(0, response_model=ReasonedAnswer)])
+
+    (result,) = asyncio.run(call())
+    assert result.ok and result.parsed.answer == "B"

@@ -91,7 +91,16 @@ def _run_coroutine(coro: Any) -> Any:
     except RuntimeError:
         return asyncio.run(coro)
     box: dict[str, Any] = {}
-    t = threading.Thread(target=lambda: box.setdefault("r", asyncio.run(coro)))
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target)
     t.start()
     t.join()
-    return box["r"]
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
