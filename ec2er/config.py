@@ -93,6 +93,18 @@ def load_config(path: str | Path, model: type[C], overrides: dict[str, Any] | No
         raise ConfigError(_format_errors(path, e)) from None
 
 
+def config_from_overrides(model: type[C], overrides: dict[str, Any] | None = None) -> C:
+    """The model's defaults plus ``--set`` overrides, for a run without a recipe file; errors
+    name the key as ``load_config``'s do."""
+    data: dict[str, Any] = {}
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(Path("--set"), e)) from None
+
+
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     for k in keys[:-1]:

@@ -1,0 +1,88 @@
+"""The data card: DATACARD.md with counts, category tables, rejection reasons, and PNG plots."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ec2er.curation.dedup import tokenize  # noqa: E402
+from ec2er.io import write_text  # noqa: E402
+from ec2er.schemas import Item  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)  # atomic like every other output
+    return path.name
+
+
+def plot_categories(distribution: dict[str, dict[str, int]], path: Path) -> str:
+    fig, axes = plt.subplots(1, len(distribution), figsize=(5 * len(distribution), 4), squeeze=False)
+    for ax, (task, counts) in zip(axes[0], distribution.items(), strict=True):
+        ax.barh(list(counts), list(counts.values()), color="tab:blue")
+        ax.set_title(f"{task} items per category")
+        ax.set_xlabel("items")
+    return _save(fig, path)
+
+
+def plot_positions(positions: dict[str, Any], path: Path) -> str:
+    fig, axes = plt.subplots(1, max(len(positions), 1), figsize=(4 * max(len(positions), 1), 3.5), squeeze=False)
+    for ax, (field, st) in zip(axes[0], positions.items(), strict=False):
+        ax.bar(list(st["histogram"]), list(st["histogram"].values()), color="tab:green")
+        ax.set_title(f"{field}: gold letter (p={st['p_value']})")
+    return _save(fig, path)
+
+
+def plot_lengths(items: list[Item], path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist([len(tokenize(i.scenario)) for i in items] or [0], bins=30, color="tab:orange")
+    ax.set_xlabel("scenario length (words)")
+    ax.set_ylabel("items")
+    return _save(fig, path)
+
+
+def _table(header: tuple[str, str], rows: dict[str, Any]) -> list[str]:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---:|"]
+    return lines + [f"| {k} | {v} |" for k, v in rows.items()]
+
+
+def write_datacard(out_dir: Path, stats: dict[str, Any], train: list[Item], val: list[Item]) -> Path:
+    plots = out_dir / "plots"
+    cat_png = plot_categories(stats["distribution"]["train+val"], plots / "categories.png")
+    pos_png = plot_positions(stats["positions"]["train"], plots / "gold_positions.png")
+    len_png = plot_lengths(train + val, plots / "scenario_lengths.png")
+    lines = ["# Data card: curated emotional-reasoning items", "",
+             f"Input: `{stats['input']}`. Items read: {stats['counts']['read']}; kept: {stats['counts']['kept']} "
+             f"(train {stats['counts']['train']}, val {stats['counts']['val']}); rejected: "
+             f"{stats['counts']['rejected']}.", "", "## Kept items per category", ""]
+    for task, counts in stats["distribution"]["train+val"].items():
+        lines += [f"### {task}", "", *_table(("category", "items"), counts), ""]
+    lines += [f"![categories](plots/{cat_png})", "", "## Rejection reasons", "",
+              "An item may fail several checks; each is counted.", "",
+              *_table(("reason", "items"), stats["rejections"]), "",
+              "## Decontamination", "",
+              f"Benchmark: {stats['decontamination'].get('benchmark')}; items dropped: "
+              f"{stats['decontamination'].get('dropped', 0)}.", "",
+              "## Near-duplicates", "", *_table(("measure", "value"), stats["dedup"]), "",
+              "## Gold answer positions", ""]
+    for field, st in stats["positions"]["train"].items():
+        lines.append(f"- `{field}` ({st['items']} items, {st['options']} options): "
+                     f"{st['histogram']}, chi-square p = {st['p_value']}")
+    lines += ["", f"![gold positions](plots/{pos_png})", "", "## Scenario lengths", "",
+              f"![scenario lengths](plots/{len_png})", "", "## Confidence", "",
+              *_table(("measure", "value"), stats["confidence"]), "",
+              "## Language", "", *_table(("language", "items"),
+                                         dict(Counter(i.language.value for i in train + val))), ""]
+    path = out_dir / "DATACARD.md"
+    write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,191 @@
+"""The curation stage: generation outputs in, train/val/rejects/stats/data card out.
+
+Order: read (a malformed line is a reject naming its file and line) -> validate -> decontaminate
+-> near-duplicates -> balance -> stratified split -> answer positions -> confidence -> write.
+Every check runs on every item, so ``rejects.jsonl`` lists EVERY reason an item failed; a
+near-duplicate cluster keeps an item that passed the other checks when it has one. All outputs are
+written atomically; rerunning on the same input and recipe gives the same files (seeded).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ec2er.curation import validate as v
+from ec2er.curation.balance import distribution, over_quota
+from ec2er.curation.config import CurateConfig
+from ec2er.curation.confidence import judge_confidence, no_judge_stats
+from ec2er.curation.datacard import write_datacard
+from ec2er.curation.decontaminate import contamination, load_benchmark
+from ec2er.curation.dedup import deduplicate
+from ec2er.curation.positions import balance_positions, position_stats
+from ec2er.curation.preprocess import clean_dialogues
+from ec2er.errors import DataError
+from ec2er.io import iter_jsonl, write_json, write_jsonl
+from ec2er.llm import ChatEngine
+from ec2er.schemas import Item
+
+log = logging.getLogger(__name__)
+ITEM_FILES = ("eu.jsonl", "ea.jsonl")
+DIALOGUE_FILE = "dialogues.jsonl"
+
+
+@dataclass
+class Record:
+    """One input line and what curation decided about it."""
+
+    file: str
+    line: int
+    raw: dict[str, Any] | None
+    item: Item | None = None
+    reasons: list[v.Reason] = field(default_factory=list)
+
+    @property
+    def scenario(self) -> str | None:
+        s = (self.raw or {}).get("scenario")
+        return s if isinstance(s, str) else None
+
+    def reject_line(self) -> dict[str, Any]:
+        raw = self.raw or {}
+        return {"file": self.file, "line": self.line, "qid": raw.get("qid"),
+                "reasons": [r.model_dump() for r in self.reasons], "item": self.raw}
+
+
+def read_records(input_dir: Path) -> list[Record]:
+    paths = [input_dir / name for name in ITEM_FILES if (input_dir / name).is_file()]
+    if not paths:
+        raise DataError(f"{input_dir}: no {' or '.join(ITEM_FILES)} to curate")
+    records = []
+    for path in paths:
+        for line, obj in iter_jsonl(path):
+            if isinstance(obj, DataError):
+                records.append(Record(str(path), line, None, reasons=[v.Reason(code=v.MALFORMED_LINE, detail=str(obj))]))
+            else:
+                records.append(Record(str(path), line, obj))
+    return records
+
+
+def _validate(records: list[Record], cfg: CurateConfig) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for r in records:
+        if r.raw is None:
+            continue
+        r.item, reasons = v.validate_item(r.raw, cfg.checks)
+        r.reasons += reasons
+        key = (r.file, str(r.raw.get("qid")))
+        if key in seen:  # qid is the item's identity: a second one is not the same item
+            r.item = None
+            r.reasons.append(v.Reason(code=v.DUPLICATE_QID, detail=f"qid already used at {seen[key]}"))
+        seen.setdefault(key, f"{r.file}:{r.line}")
+
+
+def _decontaminate(records: list[Record], cfg: CurateConfig) -> dict[str, Any]:
+    source = cfg.decontaminate.benchmark
+    if not source:
+        return {"benchmark": None, "note": "no benchmark configured: not decontaminated"}
+    bench = load_benchmark(source)
+    with_text = [r for r in records if r.scenario is not None]
+    hits = contamination([r.scenario for r in with_text], bench, cfg.decontaminate.threshold)
+    dropped = []
+    for i, (ref, score) in sorted(hits.items()):
+        rec = with_text[i]
+        rec.reasons.append(v.Reason(code=v.CONTAMINATED, detail=f"near {ref} (score {score:.0f})"))
+        dropped.append({"qid": rec.raw.get("qid"), "file": rec.file, "line": rec.line, "benchmark": ref,
+                        "score": round(score, 1)})
+    return {"benchmark": str(source), "benchmark_scenarios": len(bench), "threshold": cfg.decontaminate.threshold,
+            "dropped": len(dropped), "items": dropped}
+
+
+def _deduplicate(records: list[Record], cfg: CurateConfig) -> dict[str, Any]:
+    with_text = [r for r in records if r.scenario is not None]
+    preferred = np.array([not r.reasons for r in with_text], dtype=bool)
+    result = deduplicate([r.scenario for r in with_text], cfg.dedup, preferred)
+    for i in np.nonzero(~result.keep)[0]:
+        kept = with_text[result.representative[i]]
+        with_text[i].reasons.append(v.Reason(code=v.NEAR_DUPLICATE,
+                                             detail=f"near-duplicate of qid {kept.raw.get('qid')} "
+                                                    f"({kept.file}:{kept.line})"))
+    return {"threshold": cfg.dedup.threshold, "backend": cfg.dedup.backend, "candidate_pairs": result.candidates,
+            "verified_pairs": result.verified, "clusters_with_duplicates": result.clusters_with_duplicates,
+            "removed": int((~result.keep).sum())}
+
+
+def _balance(records: list[Record], cfg: CurateConfig) -> None:
+    survivors = [r for r in records if not r.reasons]
+    for i, detail in over_quota([r.item for r in survivors], cfg.balance.factor, cfg.seed).items():
+        survivors[i].reasons.append(v.Reason(code=v.OVER_QUOTA, detail=detail))
+
+
+def stratified_split(items: list[Item], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """Validation share taken per (task, category), so val mirrors train's mix."""
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, str], list[Item]] = defaultdict(list)
+    for item in items:
+        groups[(item.task.value, item.category)].append(item)
+    train, val = [], []
+    for key in sorted(groups):
+        members = [groups[key][j] for j in rng.permutation(len(groups[key]))]
+        n_val = math.floor(fraction * len(members) + 0.5)
+        val += members[:n_val]
+        train += members[n_val:]
+    order = {id(it): k for k, it in enumerate(items)}  # keep input order inside each split
+    return sorted(train, key=lambda it: order[id(it)]), sorted(val, key=lambda it: order[id(it)])
+
+
+def _dialogues(input_dir: Path, out_dir: Path, cfg: CurateConfig) -> dict[str, Any]:
+    path = input_dir / DIALOGUE_FILE
+    if not path.is_file():
+        return {"present": False}
+    rows = [(str(path), line, obj) for line, obj in iter_jsonl(path)]
+    dialogues, report = clean_dialogues(rows, cfg.repeat_turn_threshold)
+    write_jsonl(out_dir / DIALOGUE_FILE, dialogues)
+    return {"present": True, "dialogues": report.dialogues, "turns_dropped": report.turns_dropped,
+            "speaker_tags_normalized": report.speakers_renamed, "invalid": report.invalid}
+
+
+def curate(input_dir: Path, out_dir: Path, cfg: CurateConfig, judge: ChatEngine | None = None) -> dict[str, Any]:
+    """Run the stage; returns the stats written to stats.json."""
+    if cfg.dedup.backend == "ray":
+        from ec2er.ray_utils import init_ray
+
+        init_ray()
+    records = read_records(input_dir)
+    log.info("curate: %d input lines from %s", len(records), input_dir)
+    _validate(records, cfg)
+    decontamination = _decontaminate(records, cfg)
+    dedup = _deduplicate(records, cfg)
+    _balance(records, cfg)
+    kept = [r.item for r in records if not r.reasons]
+    train, val = stratified_split(kept, cfg.val_fraction, cfg.seed)
+    train, val = balance_positions(train, cfg.seed), balance_positions(val, cfg.seed + 1)
+    confidence = no_judge_stats()
+    if judge is not None and cfg.judge is not None:
+        scored, confidence = judge_confidence(train + val, judge, cfg.judge)
+        train, val = scored[:len(train)], scored[len(train):]
+    rejects = [r for r in records if r.reasons]
+    stats = {
+        "input": str(input_dir), "config": cfg.model_dump(mode="json"),
+        "counts": {"read": len(records), "kept": len(kept), "train": len(train), "val": len(val),
+                   "rejected": len(rejects)},
+        "rejections": dict(Counter(code for r in rejects for code in {x.code for x in r.reasons}).most_common()),
+        "distribution": {"train+val": distribution(train + val), "train": distribution(train),
+                         "val": distribution(val)},
+        "positions": {"train": position_stats(train), "val": position_stats(val)},
+        "decontamination": decontamination, "dedup": dedup, "confidence": confidence,
+        "dialogues": _dialogues(input_dir, out_dir, cfg),
+    }
+    write_jsonl(out_dir / "train.jsonl", train)
+    write_jsonl(out_dir / "val.jsonl", val)
+    write_jsonl(out_dir / "rejects.jsonl", [r.reject_line() for r in rejects])
+    write_json(out_dir / "stats.json", stats)
+    write_datacard(out_dir, stats, train, val)
+    log.info("curate: kept %d (train %d, val %d), rejected %d -> %s", len(kept), len(train), len(val),
+             len(rejects), out_dir)
+    return stats

@@ -1,0 +1,55 @@
+"""Confidence from an independent judge: agreement with gold, ambiguous items flagged, not dropped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+
+from ec2er.config import EngineConfig
+from ec2er.curation.config import JudgeConfig
+from ec2er.curation.confidence import AMBIGUOUS, judge_confidence, letter_model
+from ec2er.llm import ChatEngine, ChatRequest, RawCompletion
+from ec2er.schemas import parse_item
+
+EU = {"qid": "e1", "language": "en", "coarse_category": "emotional_cues", "finegrained_category": "vocal_cues",
+      "scenario": "Pilar hums while she repaints the kitchen.", "subject": "Pilar",
+      "emotion_choices": ["Joy", "Anger", "Guilt", "Fear", "Pride", "Relief"], "emotion_label": "Joy",
+      "cause_choices": ["She broke a cup", "She likes the colour", "She is late", "It is raining"],
+      "cause_label": "She likes the colour"}
+EA = {"qid": "a1", "language": "en", "category": "Social-Self", "question type": "Action",
+      "scenario": "Ravi's colleague took credit for his report.", "subject": "Ravi",
+      "choices": ["Say nothing", "Talk to the colleague privately", "Shout in the meeting", "Quit"],
+      "label": "Talk to the colleague privately"}
+
+
+class ScriptedJudge(ChatEngine):
+    """Answers 'A' to every question: right for EU's emotion, wrong elsewhere."""
+
+    model_name = "scripted"
+
+    def _complete(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
+        return [RawCompletion(text=json.dumps({"answer": "A"})) for _ in requests]
+
+
+def test_confidence_is_agreement_with_gold() -> None:
+    items = [parse_item(EU), parse_item(EA)]
+    scored, stats = judge_confidence(items, ScriptedJudge(), JudgeConfig(engine=EngineConfig(), samples=2))
+    assert [it.confidence for it in scored] == [0.5, 0.0]  # EU: emotion right, cause wrong
+    assert scored[0].flags is None and scored[1].flags == [AMBIGUOUS]
+    assert stats["requests"] == 6 and stats["failed_requests"] == 0 and stats["ambiguous"] == 1
+
+
+def test_letter_schema_allows_only_option_letters() -> None:
+    schema = json.dumps(letter_model(4).model_json_schema())
+    assert '"A"' in schema and '"D"' in schema and '"E"' not in schema
+
+
+@pytest.mark.slow
+def test_judge_on_vllm_tiny(tiny_engine) -> None:
+    """Constrained decoding always yields a letter, so every item gets a confidence in [0, 1]."""
+    items = [parse_item(EU), parse_item(EA)]
+    scored, stats = judge_confidence(items, tiny_engine, JudgeConfig(engine=EngineConfig(), samples=2))
+    assert stats["failed_requests"] == 0
+    assert all(it.confidence is not None and 0.0 <= it.confidence <= 1.0 for it in scored)
