@@ -106,10 +106,30 @@ def config_from_overrides(model: type[C], overrides: dict[str, Any] | None = Non
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``a.b.0.c=v``: numeric parts index into existing lists (``models.0.engine.model``)."""
     keys = dotted.split(".")
-    for k in keys[:-1]:
-        data = data.setdefault(k, {})
-    data[keys[-1]] = value
+    node: Any = data
+    for k, nxt in zip(keys[:-1], keys[1:]):
+        node = _child(node, k, dotted, default=[] if nxt.isdigit() else {})
+    last = keys[-1]
+    if isinstance(node, list):
+        node[_index(node, last, dotted)] = value
+    else:
+        node[last] = value
+
+
+def _index(node: list[Any], key: str, dotted: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(f"--set {dotted}: {key!r} is not an index of a list of {len(node)}")
+    return int(key)
+
+
+def _child(node: Any, key: str, dotted: str, default: Any) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, key, dotted)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {dotted}: {key!r} is inside a value that is not a mapping")
+    return node.setdefault(key, default)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

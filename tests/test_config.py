@@ -68,3 +68,16 @@ def test_every_shipped_recipe_validates():
 
     for path in sorted((Path(__file__).parents[1] / "pipelines").glob("*.yaml")):
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
+class Models(StrictModel):
+    models: list[Recipe]
+
+
+def test_overrides_index_into_lists(tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("models:\n  - name: a\n  - name: b\n")
+    cfg = load_config(p, Models, {"models.1.engine.model": "tiny-random-llama"})
+    assert cfg.models[1].engine.model == "tiny-random-llama" and cfg.models[0].engine.model != "tiny-random-llama"
+    with pytest.raises(ConfigError, match=r"--set models\.5\.name: '5' is not an index of a list of 2"):
+        load_config(p, Models, {"models.5.name": "c"})
