@@ -1,0 +1,96 @@
+"""ExtractorAgent: EU and EA items from a finished dialogue, one request per targeted item."""
+
+from __future__ import annotations
+
+from ec2er.config import SamplingConfig
+from ec2er.generation.agents.base import PromptTemplate, TokenBudget
+from ec2er.generation.extraction import EADraft, EUDraft
+from ec2er.llm import ChatRequest, Message
+from ec2er.schemas.dialogue import Turn
+from ec2er.schemas.taxonomy import EACategory, EAQuestionType, EUFineCategory
+
+EXTRACTOR_SYSTEM = ("You turn therapy dialogues into multiple-choice test items of emotional "
+                    "intelligence, in the style of the EmoBench benchmark.")
+
+EU_EXTRACTOR = PromptTemplate(
+    name="extractor_eu", version="1", system=EXTRACTOR_SYSTEM,
+    user=(
+        "Client background:\n{background}\n\nDialogue:\n{transcript}\n\n"
+        "Write ONE Emotional Understanding item of the type '{category}': {category_hint}\n"
+        "{focus}"
+        "scenario: a self-contained third-person story (2-5 sentences) built from a moment of the "
+        "dialogue, never mentioning therapy or the emotion itself; subject: the person asked "
+        "about. emotion_choices: 6 different emotions, one correct and 5 plausible but wrong; "
+        "cause_choices: 4-6 different causes, one correct; explanation: the emotional reasoning; "
+        "emotion_answer / cause_answer: indices of the correct choices; evidence_turns: the "
+        "dialogue turn numbers the item rests on."
+    ),
+)
+
+EA_EXTRACTOR = PromptTemplate(
+    name="extractor_ea", version="1", system=EXTRACTOR_SYSTEM,
+    user=(
+        "Client background:\n{background}\n\nDialogue:\n{transcript}\n\n"
+        "Write ONE Emotional Application item: category {category} ({category_hint}), question "
+        "type {question_type} ({question_hint}).\n{focus}"
+        "scenario: a self-contained third-person story (2-5 sentences) built from a decision point "
+        "of the dialogue, never mentioning therapy; subject: the person who must act. choices: 4 "
+        "different options, one clearly the most effective, three plausible but worse; "
+        "explanation: why it is the most effective; answer: its index; evidence_turns: the dialogue "
+        "turn numbers the item rests on."
+    ),
+)
+
+EU_HINTS: dict[EUFineCategory, str] = {
+    EUFineCategory.emotion_transition: "the emotion changes as the situation unfolds",
+    EUFineCategory.mixture_of_emotions: "the subject feels two emotions at once",
+    EUFineCategory.unexpected_outcome: "an outcome triggers a feeling one would not expect",
+    EUFineCategory.visual_cues: "the emotion must be read from what the subject does or looks like",
+    EUFineCategory.vocal_cues: "the emotion must be read from how the subject speaks",
+    EUFineCategory.cultural_value: "the emotion depends on the subject's cultural values",
+    EUFineCategory.persona: "the emotion depends on the subject's personality",
+    EUFineCategory.sentimental_value: "an object or place carries personal meaning",
+    EUFineCategory.false_belief: "the subject believes something untrue the reader knows",
+    EUFineCategory.faux_pas: "someone says something hurtful without meaning to",
+    EUFineCategory.strange_story: "a non-literal statement (irony, a white lie) must be understood",
+}
+EA_HINTS: dict[EACategory, str] = {
+    EACategory.personal_others: "a close relationship, the problem lies with the other person",
+    EACategory.personal_self: "a close relationship, the problem lies with the subject",
+    EACategory.social_others: "work or acquaintances, the problem lies with the other person",
+    EACategory.social_self: "work or acquaintances, the problem lies with the subject",
+}
+QUESTION_HINTS: dict[EAQuestionType, str] = {
+    EAQuestionType.action: "what should the subject do",
+    EAQuestionType.response: "what should the subject say",
+}
+
+
+class ExtractorAgent:
+    templates = (EU_EXTRACTOR, EA_EXTRACTOR)
+
+    @staticmethod
+    def _prompt(template: PromptTemplate, background: str, turns: list[Turn], sampling: SamplingConfig,
+                budget: TokenBudget, **fields: str) -> list[Message]:
+        fixed = template.user_text(background=background, transcript="", **fields)
+        room = budget.room(sampling.max_tokens) - budget.count(template.system + fixed) - 32
+        user = template.user_text(background=background, transcript=budget.fit_transcript(turns, room),
+                                  **fields)
+        return [{"role": "system", "content": template.system}, {"role": "user", "content": user}]
+
+    @classmethod
+    def eu_request(cls, background: str, turns: list[Turn], fine: EUFineCategory, focus: str,
+                   sampling: SamplingConfig, budget: TokenBudget) -> ChatRequest:
+        messages = cls._prompt(EU_EXTRACTOR, background, turns, sampling, budget, category=fine.value,
+                               category_hint=EU_HINTS[fine], focus=focus)
+        return ChatRequest(messages, sampling=sampling, response_model=EUDraft)
+
+    @classmethod
+    def ea_request(cls, background: str, turns: list[Turn], category: EACategory,
+                   question_type: EAQuestionType, focus: str, sampling: SamplingConfig,
+                   budget: TokenBudget) -> ChatRequest:
+        messages = cls._prompt(EA_EXTRACTOR, background, turns, sampling, budget,
+                               category=category.value, category_hint=EA_HINTS[category],
+                               question_type=question_type.value,
+                               question_hint=QUESTION_HINTS[question_type], focus=focus)
+        return ChatRequest(messages, sampling=sampling, response_model=EADraft)

@@ -1,0 +1,43 @@
+"""TherapistAgent: phase-aware (clarify, explore beliefs, perspectives, options)."""
+
+from __future__ import annotations
+
+from ec2er.config import SamplingConfig
+from ec2er.generation.agents.base import PromptTemplate, TokenBudget
+from ec2er.llm import ChatRequest, Message
+from ec2er.schemas.dialogue import Speaker, Turn
+
+THERAPIST = PromptTemplate(
+    name="therapist", version="1",
+    system=(
+        "You are an experienced, warm therapist in a session. Reply in 2-4 sentences: empathic "
+        "listening, one reflective question or a gentle challenge. Never diagnose, never lecture.\n"
+        "Background you know about the client:\n{background}\n\nCurrent phase: {phase}"
+    ),
+)
+
+PHASES = (
+    "clarify: understand what happened, who was involved and when.",
+    "explore beliefs: ask what the client believes about the situation and about themself.",
+    "perspectives: invite the client to consider how the other people see it.",
+    "options: help the client weigh concrete options and what each would cost them.",
+)
+
+
+def phase_for(turn_index: int, max_turns: int) -> str:
+    """Phases spread evenly over the session's length."""
+    return PHASES[min(len(PHASES) - 1, turn_index * len(PHASES) // max(max_turns, 1))]
+
+
+class TherapistAgent:
+    speaker = Speaker.THERAPIST
+    template = THERAPIST
+
+    @staticmethod
+    def request(background: str, turns: list[Turn], max_turns: int, sampling: SamplingConfig,
+                budget: TokenBudget) -> ChatRequest:
+        system = THERAPIST.system_text(background=background, phase=phase_for(len(turns), max_turns))
+        head: list[Message] = [{"role": "system", "content": system}]
+        history = [{"role": "user" if t.speaker is Speaker.CLIENT else "assistant", "content": t.text}
+                   for t in turns]
+        return ChatRequest(budget.fit_conversation(head, history, sampling.max_tokens), sampling=sampling)

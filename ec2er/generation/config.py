@@ -1,0 +1,111 @@
+"""``GenerateConfig``: the recipe of one generation run (``pipelines/mads*.yaml``, ``concise*.yaml``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ec2er.config import EngineConfig, SamplingConfig, StrictModel
+from ec2er.schemas.taxonomy import ThemeCategory
+
+
+class PersonaSourceConfig(StrictModel):
+    """Where personas come from. ``file``: PersonaHub JSONL or any JSONL/Parquet with a persona
+    column; ``hub``: a PersonaHub-format file downloaded from the hub (online machines only);
+    ``sampler``: the built-in combinatorial sampler (any number, reproducible from the seed)."""
+
+    source: Literal["sampler", "file", "hub"] = "sampler"
+    path: str | None = None
+    column: str = "persona"
+    hub_dataset: str = "proj-persona/PersonaHub"
+    hub_file: str = "persona.jsonl"
+    max_reuse: int = Field(1, ge=1, description="dialogues one persona may serve (file/hub sources)")
+
+    @model_validator(mode="after")
+    def _path_for_file(self) -> PersonaSourceConfig:
+        if self.source == "file" and not self.path:
+            raise ValueError("personas.path is required when personas.source is 'file'")
+        return self
+
+
+class ThemesConfig(StrictModel):
+    path: str | None = Field(None, description="themes YAML; default: the built-in ~90 themes")
+    categories: list[ThemeCategory] | None = Field(None, description="restrict to these categories")
+
+
+class TurnsConfig(StrictModel):
+    """A turn is one message (client or therapist). The supervisor looks from ``supervisor_from``
+    turns on, every ``supervisor_every`` turns; the dialogue never stops before ``min_turns``."""
+
+    min_turns: int = Field(4, ge=2)
+    max_turns: int = Field(14, ge=2, le=14)
+    supervisor_from: int = Field(4, ge=2)
+    supervisor_every: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TurnsConfig:
+        if self.min_turns > self.max_turns:
+            raise ValueError("min_turns must not exceed max_turns")
+        return self
+
+
+class AgentSampling(StrictModel):
+    background: SamplingConfig = SamplingConfig(temperature=0.8, max_tokens=400)
+    turn: SamplingConfig = SamplingConfig(temperature=0.8, max_tokens=160)
+    supervisor: SamplingConfig = SamplingConfig(temperature=0.2, max_tokens=160)
+    extraction: SamplingConfig = SamplingConfig(temperature=0.5, max_tokens=700)
+
+
+class ItemsConfig(StrictModel):
+    eu_min: int = Field(3, ge=0, le=6)
+    eu_max: int = Field(4, ge=0, le=6)
+    ea_min: int = Field(3, ge=0, le=6)
+    ea_max: int = Field(4, ge=0, le=6)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ItemsConfig:
+        if self.eu_min > self.eu_max or self.ea_min > self.ea_max:
+            raise ValueError("items: *_min must not exceed *_max")
+        return self
+
+
+class RayConfig(StrictModel):
+    """``executor: ray`` runs Ray Data over ``actors`` engine actors (joins RAY_ADDRESS under
+    ``ray job submit``, else starts a local Ray); ``local`` runs the same worker in-process."""
+
+    executor: Literal["ray", "local"] = "ray"
+    address: str | None = None
+    actors: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1, description="dialogues advanced together by one actor")
+    cpus_per_actor: float = Field(0.5, gt=0, description="fractional on CPU machines (see ENVIRONMENT.md)")
+    num_cpus: int | None = Field(None, description="logical CPUs of a locally started Ray")
+
+
+class GenerateConfig(StrictModel):
+    pipeline: Literal["mads", "concise"]
+    num_dialogues: int = Field(ge=1, description="dialogues (mads) or personas (concise)")
+    seed: int = 0
+    language: Literal["en"] = "en"
+    personas: PersonaSourceConfig = PersonaSourceConfig()
+    themes: ThemesConfig = ThemesConfig()
+    turns: TurnsConfig = TurnsConfig()
+    sampling: AgentSampling = AgentSampling()
+    items: ItemsConfig = ItemsConfig()
+    checkpoint_every: int | None = Field(None, ge=1, description="default: 50 (mads), 10 (concise)")
+    engine: EngineConfig = EngineConfig()
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _concise_rounds(self) -> GenerateConfig:
+        if self.pipeline == "concise" and self.turns.max_turns > 10:
+            raise ValueError("turns.max_turns: the concise pipeline has at most 10 messages (5 rounds)")
+        return self
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.checkpoint_every or (50 if self.pipeline == "mads" else 10)
+
+    @property
+    def uses_supervisor(self) -> bool:
+        return self.pipeline == "mads"

@@ -1,0 +1,146 @@
+"""Persona sources: PersonaHub JSONL (a file, or the hub file when online), any JSONL/Parquet
+with a persona column, and a seeded combinatorial sampler that streams distinct personas."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from ec2er.errors import ConfigError, DataError
+from ec2er.generation.config import PersonaSourceConfig
+from ec2er.io import iter_jsonl
+from ec2er.schemas.persona import Persona
+from ec2er.schemas.taxonomy import Disposition, RelationshipStatus
+
+OCCUPATIONS = (
+    "university student", "graduate student", "nurse", "doctor", "paramedic", "teacher",
+    "software engineer", "civil engineer", "artist", "musician", "retail worker", "chef",
+    "accountant", "lawyer", "small business owner", "farmer", "factory worker", "social worker",
+    "journalist", "police officer", "truck driver", "pharmacist", "architect", "graphic designer",
+    "researcher", "sales manager", "stay-at-home parent", "electrician", "retiree", "freelance writer",
+)
+# Cultural backgrounds across the world's major regions.
+CULTURES = (
+    "Nigerian", "Kenyan", "Ghanaian", "South African", "Egyptian", "Moroccan", "Brazilian",
+    "Mexican", "Argentinian", "Colombian", "American", "Canadian", "British", "German", "French",
+    "Italian", "Polish", "Swedish", "Turkish", "Iranian", "Lebanese", "Indian", "Pakistani",
+    "Bangladeshi", "Chinese", "Japanese", "Korean", "Vietnamese", "Filipino", "Indonesian",
+    "Australian", "Maori New Zealander",
+)
+RETIREMENT_AGE = 62
+STUDENT_MAX_AGE = 35
+
+
+def persona_id_for(text: str) -> str:
+    """Stable id of a free-text persona: the same text gets the same id in every run."""
+    return "ph-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def sample_personas(seed: int) -> Iterator[Persona]:
+    """Distinct personas, reproducible from ``seed``, as many as the attribute space holds
+    (~1.7M combinations); occupations respect age (no 20-year-old retirees)."""
+    rng = random.Random(f"personas:{seed}")
+    seen: set[tuple] = set()
+    statuses, dispositions = list(RelationshipStatus), list(Disposition)
+    misses = 0
+    while misses < 10_000:  # a long run of repeats means the space is exhausted
+        age = rng.randint(18, 75)
+        occupation = rng.choice([o for o in OCCUPATIONS if _occupation_fits(o, age)])
+        status = rng.choice(statuses if age >= 30 else statuses[:3])
+        culture, disposition = rng.choice(CULTURES), rng.choice(dispositions)
+        key = (age, occupation, status, culture, disposition)
+        if key in seen:
+            misses += 1
+            continue
+        misses = 0
+        seen.add(key)
+        yield Persona(
+            persona_id=f"s{seed}-{len(seen) - 1:07d}", source="sampler", age=age, occupation=occupation,
+            relationship_status=status, cultural_background=culture, disposition=disposition,
+            description=(f"{'An' if age in (18, 80) or 80 <= age < 90 else 'A'} {age}-year-old {culture} "
+                         f"{occupation}, {status.value}, with a generally "
+                         f"{disposition.value} disposition."),
+        )
+
+
+def _occupation_fits(occupation: str, age: int) -> bool:
+    if occupation == "retiree":
+        return age >= RETIREMENT_AGE
+    if occupation == "graduate student":
+        return 22 <= age <= STUDENT_MAX_AGE
+    if "student" in occupation:
+        return age <= STUDENT_MAX_AGE
+    return age < 70
+
+
+def read_persona_file(path: str | Path, column: str = "persona") -> Iterator[Persona]:
+    """Stream personas from JSONL (PersonaHub: ``{"persona": ...}`` per line) or Parquet."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such persona file")
+    if path.suffix == ".parquet":
+        yield from _read_parquet(path, column)
+        return
+    for lineno, obj in iter_jsonl(path):
+        if isinstance(obj, DataError):
+            raise obj
+        text = obj.get(column)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{lineno}: no non-empty {column!r} field")
+        yield Persona(persona_id=persona_id_for(text), description=text.strip(), source=str(path),
+                      age=estimate_age(text))
+
+
+def _read_parquet(path: Path, column: str) -> Iterator[Persona]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    if column not in pf.schema_arrow.names:
+        raise DataError(f"{path}: no column {column!r} (columns: {', '.join(pf.schema_arrow.names)})")
+    for batch in pf.iter_batches(columns=[column], batch_size=4096):
+        for text in batch.column(0).to_pylist():
+            if isinstance(text, str) and text.strip():
+                yield Persona(persona_id=persona_id_for(text), description=text.strip(),
+                              source=str(path), age=estimate_age(text))
+
+
+_AGE = re.compile(r"\b(\d{2})[- ]year[- ]old\b", re.IGNORECASE)
+# Words that place a free-text persona in an age band when it states no age (a heuristic that
+# only has to keep obviously mismatched themes away, e.g. retirement planning for a student).
+_YOUNG = re.compile(r"\b(student|undergrad\w*|freshman|teen\w*|young|intern)\b", re.IGNORECASE)
+_OLD = re.compile(r"\b(retired|retiree|grandparent|grandmother|grandfather|elderly|pensioner)\b",
+                  re.IGNORECASE)
+
+
+def estimate_age(text: str) -> int | None:
+    m = _AGE.search(text)
+    if m and 18 <= int(m.group(1)) <= 100:
+        return int(m.group(1))
+    if _OLD.search(text):
+        return 68
+    if _YOUNG.search(text):
+        return 21
+    return None
+
+
+def persona_stream(config: PersonaSourceConfig, seed: int) -> Iterator[Persona]:
+    if config.source == "sampler":
+        return sample_personas(seed)
+    if config.source == "file":
+        assert config.path is not None
+        return read_persona_file(config.path, config.column)
+    return read_persona_file(_download_from_hub(config), config.column)
+
+
+def _download_from_hub(config: PersonaSourceConfig) -> str:
+    """The PersonaHub file from the hub (CC BY-NC-SA 4.0: downloaded by the user, never bundled)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(config.hub_dataset, config.hub_file, repo_type="dataset")
+    except Exception as e:  # offline machines, unknown ids: one line, not a traceback
+        raise ConfigError(f"personas: cannot download {config.hub_dataset}/{config.hub_file} "
+                          f"({type(e).__name__}); download it and use source: file") from None
