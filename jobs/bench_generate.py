@@ -66,12 +66,11 @@ def main() -> None:
 
     from ec2er.generation.dialogue_loop import DialogueLoop
     from ec2er.generation.plan import plan_dialogues
-    from ec2er.generation.ray_pipeline import seedable_engine_config
     from ec2er.llm import ChatRequest, build_engine
 
     config = _config(args)
     specs = plan_dialogues(config)
-    engine = build_engine(seedable_engine_config(config.engine))
+    engine = build_engine(config.engine)
     loop = DialogueLoop(engine, config)
     loop.run(specs[:1])  # warm-up: first-call costs belong to no contender
 

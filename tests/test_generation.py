@@ -75,18 +75,19 @@ class FakeEngine(ChatEngine):
             text = json.dumps({"reason": f"{n} turns", "scenario_clear": met, "emotions_present": met,
                                "causes_present": met, "dilemma_present": met, "rich_enough": met})
         elif model is EUDraft:
-            emotions = [EMOTIONS[(k + i * 7) % len(EMOTIONS)] for i in range(6)]
+            wrong = [EMOTIONS[(k + i * 7) % len(EMOTIONS)] for i in range(1, 6)]
+            causes = [f"cause {i} {h[i:i + 4]}" for i in range(4 + k % 3)]
             if self.duplicate(r):
-                emotions[1] = emotions[0]
+                causes = [causes[0]] * len(causes)
             text = json.dumps({"scenario": f"Someone faced a hard moment {h[:8]} at home.", "subject": "Ana",
-                               "emotion_choices": emotions,
-                               "cause_choices": [f"cause {i} {h[i:i + 4]}" for i in range(4 + k % 3)],
-                               "explanation": "Because of what happened before.",
-                               "emotion_answer": k % 6, "cause_answer": k % 4, "evidence_turns": [0, 1]})
+                               "correct_emotion": EMOTIONS[k % len(EMOTIONS)], "wrong_emotions": wrong,
+                               "correct_cause": causes[0], "wrong_causes": causes[1:],
+                               "explanation": "Because of what happened before.", "evidence_turns": [0, 1]})
         else:
             text = json.dumps({"scenario": f"Someone must decide {h[:8]} what to do.", "subject": "Ana",
-                               "choices": [f"option {i} {h[i:i + 4]}" for i in range(4)],
-                               "explanation": "It addresses the need directly.", "answer": k % 4})
+                               "best_choice": f"option 0 {h[:4]}",
+                               "worse_choices": [f"option {i} {h[i:i + 4]}" for i in range(1, 4)],
+                               "explanation": "It addresses the need directly."})
         return RawCompletion(text, prompt_tokens=sum(len(m["content"]) for m in r.messages) // 4,
                              completion_tokens=len(text) // 4, finish_reason="stop")
 
@@ -241,7 +242,7 @@ def test_finished_dialogues_drop_out_and_failures_are_recorded():
     assert kinds_of(engine.calls[1]) == {"turn": 3}  # the failed dialogue dropped out
     ok = [r for r in results if r.metadata["status"] == "ok"]
     dups = [f for r in ok for f in r.metadata["item_failures"]]
-    assert dups and all(f["error"] == "invalid: emotion_choices: duplicated options" for f in dups)
+    assert dups and all(f["error"].startswith("invalid: wrong_causes: only 0 distinct wrong options") for f in dups)
     for r in ok:
         assert len(r.eu) + len(r.ea) + len(r.metadata["item_failures"]) == len(plan[r.metadata["index"]].targets)
         for row in r.eu + r.ea:
@@ -285,33 +286,46 @@ def test_prompts_stay_within_max_model_len():
 def test_extraction_schemas_constrain_what_a_model_can_write():
     eu = EUDraft.model_json_schema()
     props = eu["properties"]
-    assert props["emotion_choices"]["minItems"] == props["emotion_choices"]["maxItems"] == 6
+    assert props["wrong_emotions"]["minItems"] == props["wrong_emotions"]["maxItems"] == 5
     assert eu["$defs"]["EmotionLabel"]["enum"] == list(EMOTIONS)
-    assert (props["cause_choices"]["minItems"], props["cause_choices"]["maxItems"]) == (4, 6)
-    assert props["emotion_answer"]["enum"] == [0, 1, 2, 3, 4, 5] and props["cause_answer"]["enum"] == [0, 1, 2, 3]
-    assert all("maxLength" in props[k] for k in ("scenario", "subject", "explanation"))
+    assert props["correct_emotion"] == {"$ref": "#/$defs/EmotionLabel"}
+    assert (props["wrong_causes"]["minItems"], props["wrong_causes"]["maxItems"]) == (3, 5)
+    assert all("maxLength" in props[k] for k in ("scenario", "subject", "explanation", "correct_cause"))
     ea = EADraft.model_json_schema()["properties"]
-    assert ea["choices"]["minItems"] == ea["choices"]["maxItems"] == 4 and ea["answer"]["enum"] == [0, 1, 2, 3]
+    assert (ea["worse_choices"]["minItems"], ea["worse_choices"]["maxItems"]) == (3, 5)
     assert "category" not in props and "category" not in ea  # assigned by the balancer
 
 
 def test_drafts_convert_to_valid_items_with_shuffled_gold():
     prov = Provenance(pipeline="mads", dialogue_id="d", generator_model="m", prompt_version="x@1")
     draft = EUDraft(scenario="Ana hears her team won while she was away.", subject="Ana",
-                    emotion_choices=["Joy", "Anger", "Fear", "Guilt", "Pride", "Relief"],
-                    cause_choices=["the win", "the rain", "a debt", "a cold"], explanation="She missed it.",
-                    emotion_answer=4, cause_answer=0, evidence_turns=[1, 9])
+                    correct_emotion="Pride", wrong_emotions=["Joy", "Anger", "Fear", "Guilt", "Relief"],
+                    correct_cause="the win", wrong_causes=["the rain", "a debt", "a cold"],
+                    explanation="She missed it.", evidence_turns=[1, 9])
     item = eu_item(draft, "d-eu0", EUFineCategory.faux_pas, prov, n_turns=6)
     assert isinstance(item, EUItem) and item.emotion_label == "Pride" and item.cause_label == "the win"
+    assert sorted(item.emotion_choices) == ["Anger", "Fear", "Guilt", "Joy", "Pride", "Relief"]
     assert item.coarse_category.value == "perspective_taking" and item.provenance.turn_indices == [1]
     assert eu_item(draft, "d-eu0", EUFineCategory.faux_pas, prov, 6) == item  # seeded by qid
-    with pytest.raises(ValueError, match="duplicated"):
-        eu_item(draft.model_copy(update={"cause_choices": ["the win", "The  win", "x y", "z w"]}),
+    with pytest.raises(ValueError, match="only 1 distinct wrong options"):
+        eu_item(draft.model_copy(update={"wrong_causes": ["The  win", "x y", "X y"]}),
                 "q", EUFineCategory.persona, prov, 6)
-    ea = EADraft(scenario="Ana must answer her friend about the party.", subject="Ana",
-                 choices=["say no", "say yes", "ignore", "leave"], explanation="Honest and kind.", answer=1)
+    ea = EADraft(scenario="Ana must answer her friend about the party.", subject="Ana", best_choice="say yes",
+                 worse_choices=["say no", "ignore", "Say no", "leave", "shout"], explanation="Honest and kind.")
     item = ea_item(ea, "d-ea0", EACategory.social_self, EAQuestionType.response, prov, 6)
     assert isinstance(item, EAItem) and item.label == "say yes" and item.question_type.value == "Response"
+    assert sorted(item.choices) == ["ignore", "leave", "say no", "say yes"]
+
+
+def test_repeated_distractor_emotions_are_replaced_from_the_taxonomy():
+    prov = Provenance(pipeline="mads", dialogue_id="d", generator_model="m", prompt_version="x@1")
+    draft = EUDraft(scenario="Ana hears her team won while she was away.", subject="Ana",
+                    correct_emotion="Joy", wrong_emotions=["Joy", "Anger", "Anger", "Anger", "Fear"],
+                    correct_cause="the win", wrong_causes=["the rain", "a debt", "a cold"],
+                    explanation="She is glad.")
+    item = eu_item(draft, "d-eu1", EUFineCategory.persona, prov, 6)
+    assert len(set(item.emotion_choices)) == 6 and {"Joy", "Anger", "Fear"} <= set(item.emotion_choices)
+    assert set(item.emotion_choices) <= set(EMOTIONS)
 
 
 # ---------------------------------------------------------------- outputs and resume

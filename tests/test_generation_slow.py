@@ -49,6 +49,21 @@ def _qids(out: Path) -> list[str]:
                   for r in read_jsonl(out / name))
 
 
+def _stop_cluster(temp: Path) -> None:
+    """Stop only this test's cluster: `ray stop` would kill every Ray process on the machine,
+    including the suite's own session cluster (whose loss then takes pytest down with it).
+    Every process of a cluster names its temp dir on its command line."""
+    import psutil
+
+    procs = [p for p in psutil.process_iter(["cmdline"])
+             if any(str(temp) in arg for arg in p.info["cmdline"] or [])]
+    for p in procs:
+        p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=20)
+    for p in alive:
+        p.kill()
+
+
 @pytest.fixture(scope="module")
 def ray_job_output(tmp_path_factory):
     """The tiny MADS recipe run as `ray job submit --working-dir .` on a fresh local cluster."""
@@ -67,7 +82,7 @@ def ray_job_output(tmp_path_factory):
              "--output", str(out), "--no-progress", *TINY],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
     finally:
-        subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_cluster(temp)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in job.stdout + job.stderr
     return out

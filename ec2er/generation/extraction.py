@@ -2,11 +2,12 @@
 
 The drafts are what the model is asked to write; their JSON schemas (derived by pydantic) are
 shaped so that constrained decoding cannot produce an invalid item, even from a random model:
-emotions are an enum of the taxonomy, there are exactly 6 emotion choices, 4-6 cause choices and
-exactly 4 EA choices, golds are indices into the choices, strings and lists are bounded (so a
-rambling model still closes the object within max_tokens), and the categories are not the model's
-to choose: the run assigns them to balance the dataset. What a schema cannot say (no duplicated
-options) is checked on conversion; such a row is recorded as failed, never written.
+emotions are an enum of the taxonomy, the right answers are named fields beside lists of wrong
+ones (5 wrong emotions, 3-5 wrong causes, 3-5 worse EA options), strings and lists are bounded
+(so a rambling model still closes the object within max_tokens), and the categories are not the
+model's to choose: the run assigns them to balance the dataset. What a schema cannot say (all
+options different) is repaired on conversion where that is sound (repeated distractor emotions
+are replaced from the taxonomy) and otherwise makes the row fail with its reason, never written.
 """
 
 from __future__ import annotations
@@ -49,42 +50,62 @@ class _Draft(BaseModel):
 
 
 class EUDraft(_Draft):
-    """One Emotional Understanding item as the extractor writes it."""
+    """One Emotional Understanding item as the extractor writes it. The right answers are named
+    fields, not indices into lists: a small model names the right emotion far more reliably than
+    it counts positions (the run shuffles the options afterwards)."""
 
     scenario: Scenario = Field(description="third-person scenario, self-contained, from the dialogue")
     subject: Subject = Field(description="the person whose emotion is asked about")
-    emotion_choices: list[EmotionLabel] = Field(min_length=6, max_length=6)
-    cause_choices: list[Option] = Field(min_length=4, max_length=6)
+    correct_emotion: EmotionLabel
+    wrong_emotions: list[EmotionLabel] = Field(min_length=5, max_length=5)
+    correct_cause: Option
+    wrong_causes: list[Option] = Field(min_length=3, max_length=5)
     explanation: Explanation = Field(description="the emotional reasoning that leads to the answers")
-    emotion_answer: Literal[0, 1, 2, 3, 4, 5] = Field(description="index of the correct emotion")
-    cause_answer: Literal[0, 1, 2, 3] = Field(description="index of the correct cause")
     evidence_turns: list[TurnIndex] = Field(default_factory=list, max_length=4)
 
 
 class EADraft(_Draft):
-    """One Emotional Application item as the extractor writes it."""
+    """One Emotional Application item as the extractor writes it (the best option by name)."""
 
     scenario: Scenario
     subject: Subject
-    choices: list[Option] = Field(min_length=4, max_length=4)
+    best_choice: Option
+    worse_choices: list[Option] = Field(min_length=3, max_length=5)
     explanation: Explanation
-    answer: Literal[0, 1, 2, 3] = Field(description="index of the most effective choice")
     evidence_turns: list[TurnIndex] = Field(default_factory=list, max_length=4)
 
 
-def _distinct(options: list[str], field: str) -> None:
-    keys = [" ".join(o.lower().split()) for o in options]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{field}: duplicated options")
-    if any(not k for k in keys):
-        raise ValueError(f"{field}: blank option")
+def _key(option: str) -> str:
+    return " ".join(option.lower().split())
 
 
-def _shuffled(options: list[str], gold: int, rng: random.Random) -> tuple[list[str], str]:
+def _distinct_wrong(gold: str, wrong: list[str], need: int, field: str) -> list[str]:
+    """The wrong options that differ from the gold and from each other, in order; at least
+    ``need`` of them or ValueError (a schema cannot say "all different", and small models repeat
+    themselves, which is why they may write more than needed)."""
+    seen, out = {_key(gold)}, []
+    for option in (o.strip() for o in wrong):
+        if _key(option) and _key(option) not in seen:
+            seen.add(_key(option))
+            out.append(option)
+    if not _key(gold) or len(out) < need:
+        raise ValueError(f"{field}: only {len(out)} distinct wrong options, {need} needed")
+    return out
+
+
+def _wrong_emotions(gold: str, wrong: list[str], rng: random.Random) -> list[str]:
+    """Five distinct distractor emotions: the model's, then (for repeats) emotions drawn from
+    the taxonomy with the item's seed, so a repetitive model still yields a valid item."""
+    out = [e for i, e in enumerate(wrong) if e != gold and e not in wrong[:i]]
+    pool = [e for e in EMOTIONS if e != gold and e not in out]
+    return out + rng.sample(pool, 5 - len(out))
+
+
+def _shuffled(gold: str, wrong: list[str], rng: random.Random) -> list[str]:
     """Options in a seeded random order: models put the gold first far too often."""
-    order = list(range(len(options)))
-    rng.shuffle(order)
-    return [options[i] for i in order], options[gold]
+    options = [gold, *wrong]
+    rng.shuffle(options)
+    return options
 
 
 def _evidence(turns: list[int], n_turns: int) -> list[int]:
@@ -93,29 +114,30 @@ def _evidence(turns: list[int], n_turns: int) -> list[int]:
 
 def eu_item(draft: EUDraft, qid: str, fine: EUFineCategory, provenance: Provenance,
             n_turns: int) -> EUItem:
-    """Raises ValueError when the draft has duplicated options (the schema cannot forbid it)."""
-    emotions = [e.value for e in draft.emotion_choices]
-    _distinct(emotions, "emotion_choices")
-    _distinct(draft.cause_choices, "cause_choices")
+    """Raises ValueError when fewer than 3 distinct wrong causes remain."""
     rng = random.Random(qid)
-    emotion_choices, emotion_label = _shuffled(emotions, draft.emotion_answer, rng)
-    cause_choices, cause_label = _shuffled([c.strip() for c in draft.cause_choices], draft.cause_answer, rng)
+    gold_emotion = draft.correct_emotion.value
+    wrong_emotions = _wrong_emotions(gold_emotion, [e.value for e in draft.wrong_emotions], rng)
+    gold_cause = draft.correct_cause.strip()
+    wrong_causes = _distinct_wrong(gold_cause, draft.wrong_causes, 3, "wrong_causes")
     return EUItem(
         qid=qid, language="en", coarse_category=EU_FINE_TO_COARSE[fine], finegrained_category=fine,
         scenario=draft.scenario.strip(), subject=draft.subject.strip(),
-        emotion_choices=emotion_choices, emotion_label=emotion_label,
-        cause_choices=cause_choices, cause_label=cause_label, explanation=draft.explanation.strip(),
+        emotion_choices=_shuffled(gold_emotion, wrong_emotions, rng), emotion_label=gold_emotion,
+        cause_choices=_shuffled(gold_cause, wrong_causes, rng), cause_label=gold_cause,
+        explanation=draft.explanation.strip(),
         provenance=provenance.model_copy(update={"turn_indices": _evidence(draft.evidence_turns, n_turns)}),
     )
 
 
 def ea_item(draft: EADraft, qid: str, category: EACategory, question_type: EAQuestionType,
             provenance: Provenance, n_turns: int) -> EAItem:
-    _distinct(draft.choices, "choices")
-    choices, label = _shuffled([c.strip() for c in draft.choices], draft.answer, random.Random(qid))
+    gold = draft.best_choice.strip()
+    wrong = _distinct_wrong(gold, draft.worse_choices, 3, "worse_choices")[:3]
     return EAItem(
         qid=qid, language="en", category=category, question_type=question_type,
-        scenario=draft.scenario.strip(), subject=draft.subject.strip(), choices=choices, label=label,
+        scenario=draft.scenario.strip(), subject=draft.subject.strip(),
+        choices=_shuffled(gold, wrong, random.Random(qid)), label=gold,
         explanation=draft.explanation.strip(),
         provenance=provenance.model_copy(update={"turn_indices": _evidence(draft.evidence_turns, n_turns)}),
     )

