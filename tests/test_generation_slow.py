@@ -76,11 +76,14 @@ def ray_job_output(tmp_path_factory):
                    env=env, check=True, capture_output=True, timeout=120)
     out = tmp_path_factory.mktemp("ray_job") / "mads"
     try:
-        job = subprocess.run(
-            [BIN / "ray", "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", ".",
-             "--", "python", "jobs/generate.py", "--config", "pipelines/mads-tiny.yaml",
-             "--output", str(out), "--no-progress", *TINY],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
+        submit = [BIN / "ray", "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", ".",
+                  "--", "python", "jobs/generate.py", "--config", "pipelines/mads-tiny.yaml",
+                  "--output", str(out), "--no-progress", *TINY]
+        for _ in range(30):  # the dashboard answers before its job agent is up; Ray says "try again later"
+            job = subprocess.run(submit, cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
+            if "No available agent to submit job" not in job.stderr + job.stdout:
+                break
+            time.sleep(2)
     finally:
         _stop_cluster(temp)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
