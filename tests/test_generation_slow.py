@@ -72,7 +72,12 @@ def ray_job_output(tmp_path_factory):
     env = _env()
     subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", f"--temp-dir={temp}",
                     "--num-cpus=4", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={dash}", "--disable-usage-stats"],
+                    f"--dashboard-port={dash}", "--disable-usage-stats",
+                    # fixed default ports (agent 52365...) are taken by the suite's own session
+                    # cluster, and a job agent that cannot bind never accepts the submission
+                    f"--dashboard-agent-listen-port={_free_port()}",
+                    f"--dashboard-agent-grpc-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+                    f"--runtime-env-agent-port={_free_port()}"],
                    env=env, check=True, capture_output=True, timeout=120)
     out = tmp_path_factory.mktemp("ray_job") / "mads"
     try:
