@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,20 @@ def test_overrides_index_into_lists(tmp_path):
     assert cfg.models[1].engine.model == "tiny-random-llama" and cfg.models[0].engine.model != "tiny-random-llama"
     with pytest.raises(ConfigError, match=r"--set models\.5\.name: '5' is not an index of a list of 2"):
         load_config(p, Models, {"models.5.name": "c"})
+
+
+@pytest.mark.parametrize(("cores", "configured", "preset", "expected"), [
+    (2, None, None, "0"),      # small machine: every core computes
+    (16, None, None, None),    # big machine: vLLM's own reservation
+    (16, 2, None, "2"),        # explicit setting
+    (2, None, "1", "1"),       # the environment wins
+])
+def test_cpu_engines_reserve_no_core_on_small_machines(monkeypatch, cores, configured, preset, expected):
+    from ec2er.llm.vllm_engine import _reserve_cpu_cores
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    if preset is not None:
+        monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", preset)
+    _reserve_cpu_cores(configured)
+    assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == expected

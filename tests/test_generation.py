@@ -23,7 +23,7 @@ import yaml
 from ec2er.config import EngineConfig, load_config
 from ec2er.errors import ConfigError, DataError
 from ec2er.generation.agents import SupervisorCheck, TokenBudget
-from ec2er.generation.agents.base import chars_estimate
+from ec2er.generation.agents.base import SESSION_CONTEXT, chars_estimate
 from ec2er.generation.config import GenerateConfig, RayConfig
 from ec2er.generation.dialogue_loop import DialogueLoop
 from ec2er.generation.extraction import EADraft, EUDraft, ea_item, eu_item
@@ -280,6 +280,24 @@ def test_prompts_stay_within_max_model_len():
     last_turn = [c for c in engine.calls if kinds_of(c)["turn"]][-1][0]
     assert last_turn.messages[0]["role"] == "system" and long_text.strip() in last_turn.messages[0]["content"]
 
+
+
+def test_agent_prompts_are_prefix_cache_friendly():
+    """Both agents open with the same background text, and each agent's next request extends
+    its previous one, so an engine's prefix cache serves all but the newest messages."""
+    config = make_config(n=1)
+    engine = FakeEngine(all_met_at=None)
+    [result] = DialogueLoop(engine, config).run(plan_dialogues(config))
+    shared = SESSION_CONTEXT.system_text(background=result.dialogue.background)
+    turns = [c[0] for c in engine.calls if kinds_of(c)["turn"]]
+    assert len(turns) == 14 and all(r.messages[0]["content"].startswith(shared) for r in turns)
+    for agent_requests in (turns[0::2], turns[1::2]):  # client, therapist
+        for before, after in zip(agent_requests, agent_requests[1:]):
+            # all but the newest message: the therapist's phase note rides on it
+            assert after.messages[:len(before.messages) - 1] == before.messages[:-1]
+    therapist = turns[1::2]
+    assert [r.messages[-1]["content"].rsplit("[Phase of your reply: ", 1)[1][:8] for r in therapist] == \
+        ["clarify:"] * 2 + ["explore "] + ["perspect"] * 2 + ["options:"] * 2  # turns 1, 3, ..., 13 of 14
 
 # ---------------------------------------------------------------- extraction schemas
 

@@ -45,7 +45,8 @@ class FakeOpenAI:
                             "id": f"c{n}", "object": "chat.completion", "created": 0, "model": body["model"],
                             "choices": [{"index": 0, "finish_reason": "stop",
                                          "message": {"role": "assistant", "content": fake.reply}}],
-                            "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}})
+                            "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12,
+                                      "prompt_tokens_details": {"cached_tokens": 3}}})
                 finally:
                     with fake.lock:
                         fake.in_flight -= 1
@@ -96,6 +97,7 @@ def test_structured_batch_with_bounded_concurrency_and_adapters():
     fmt = fake.bodies[0]["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["schema"] == ReasonedAnswer.model_json_schema()
     assert results[0].prompt_tokens == 7 and results[0].completion_tokens == 5
+    assert results[0].cached_tokens == 3
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])

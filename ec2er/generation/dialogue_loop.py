@@ -66,6 +66,7 @@ class DialogueState:
     ea: list[dict[str, Any]] = field(default_factory=list)
     item_failures: list[dict[str, str]] = field(default_factory=list)
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     engine_calls: int = 0
     seconds: float = 0.0
@@ -105,6 +106,7 @@ class DialogueLoop:
                 s.engine_calls += 1
             for (s, target), result in zip(owners, results, strict=True):
                 s.prompt_tokens += result.prompt_tokens
+                s.cached_prompt_tokens += result.cached_tokens
                 s.completion_tokens += result.completion_tokens
                 self._apply(s, target, result)
             for s in extracting:
@@ -234,8 +236,8 @@ class DialogueLoop:
             "turns": len(s.turns), "stop_reason": s.stop_reason,
             "verdicts": [v.model_dump() for v in s.verdicts], "supervisor_errors": s.supervisor_errors,
             "eu": len(s.eu), "ea": len(s.ea), "item_failures": s.item_failures,
-            "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
-            "engine_calls": s.engine_calls, "seconds": round(s.seconds, 3), "model": self.model_name,
+            "prompt_tokens": s.prompt_tokens, "cached_prompt_tokens": s.cached_prompt_tokens,
+            "completion_tokens": s.completion_tokens, "engine_calls": s.engine_calls, "seconds": round(s.seconds, 3), "model": self.model_name,
         }
         return DialogueResult(dialogue=dialogue, eu=s.eu, ea=s.ea, metadata=metadata)
 

@@ -101,6 +101,8 @@ class RunOutputs:
                 "turns": dict(Counter(str(m["turns"]) for m in ok)),
             },
             "tokens": {"prompt": sum(m["prompt_tokens"] for m in meta),
+                       # served from the engine's prefix cache (absent from runs before it was recorded)
+                       "cached_prompt": sum(m.get("cached_prompt_tokens", 0) for m in meta),
                        "completion": sum(m["completion_tokens"] for m in meta)},
             "session": session or {},
         }

@@ -53,7 +53,7 @@ def failed_result(spec: DialogueSpec, error: str, model: str) -> DialogueResult:
         "theme_category": spec.theme.category.value if spec.theme else None,
         "attributes": spec.attributes.model_dump(mode="json") if spec.attributes else None,
         "turns": 0, "stop_reason": "failed", "verdicts": [], "supervisor_errors": [], "eu": 0,
-        "ea": 0, "item_failures": [], "prompt_tokens": 0, "completion_tokens": 0,
+        "ea": 0, "item_failures": [], "prompt_tokens": 0, "cached_prompt_tokens": 0, "completion_tokens": 0,
         "engine_calls": 0, "seconds": 0.0, "model": model,
     })
 

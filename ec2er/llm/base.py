@@ -27,6 +27,9 @@ class ChatEngine(abc.ABC):
     def add_adapter(self, name: str, path: str) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not load LoRA adapters")
 
+    def reset_prefix_cache(self) -> None:
+        """Forget cached prompt prefixes (benchmarks compare contenders from a cold cache)."""
+
     def close(self) -> None:
         """Release the engine's resources (GPU memory, HTTP sessions)."""
 
@@ -50,6 +53,7 @@ class ChatEngine(abc.ABC):
                 res.attempts = attempt
                 res.prompt_tokens += raw.prompt_tokens
                 res.completion_tokens += raw.completion_tokens
+                res.cached_tokens += raw.cached_tokens
                 res.text, res.finish_reason = raw.text, raw.finish_reason
                 res.parsed, res.error = self._interpret(requests[i], raw)
                 if res.error is not None and res.error.kind not in ("engine", "http", "timeout"):

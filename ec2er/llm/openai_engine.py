@@ -80,7 +80,13 @@ class OpenAICompatibleEngine(ChatEngine):
         usage = resp.usage
         return RawCompletion(text=choice.message.content or "", finish_reason=choice.finish_reason,
                              prompt_tokens=usage.prompt_tokens if usage else 0,
-                             completion_tokens=usage.completion_tokens if usage else 0)
+                             completion_tokens=usage.completion_tokens if usage else 0,
+                             cached_tokens=_cached_tokens(usage))
+
+
+def _cached_tokens(usage: Any) -> int:
+    details = getattr(usage, "prompt_tokens_details", None)  # absent on servers that don't report it
+    return getattr(details, "cached_tokens", None) or 0
 
 
 def _run_coroutine(coro: Any) -> Any:

@@ -40,6 +40,7 @@ class RawCompletion:
     completion_tokens: int = 0
     finish_reason: str | None = None
     error: GenerationError | None = None
+    cached_tokens: int = 0  # prompt tokens served from the engine's prefix cache
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ChatResult:
     completion_tokens: int = 0
     finish_reason: str | None = None
     attempts: int = 1
+    cached_tokens: int = 0
 
     @property
     def ok(self) -> bool:

@@ -70,6 +70,19 @@ class TokenBudget:
         return "\n".join(reversed(kept))
 
 
+# Opens both the client's and the therapist's system prompt, word for word: with the background
+# first, an engine's prefix cache computes it once per dialogue for both agents instead of once
+# per turn per agent (the role-specific text, which differs, comes after it).
+SESSION_CONTEXT = PromptTemplate(
+    name="session_context", version="1",
+    system="Therapy session. The client's background:\n{background}\n\n",
+)
+
+
+def session_system_text(background: str, role: PromptTemplate, **fields: object) -> str:
+    return SESSION_CONTEXT.system_text(background=background) + role.system_text(**fields)
+
+
 def chars_estimate(text: str) -> int:
     """Token estimate when the engine has no local tokenizer (remote endpoints): ~3 characters
     a token is pessimistic for English BPE vocabularies, so prompts err on the short side."""

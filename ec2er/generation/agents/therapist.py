@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from ec2er.config import SamplingConfig
-from ec2er.generation.agents.base import PromptTemplate, TokenBudget
+from ec2er.generation.agents.base import PromptTemplate, TokenBudget, session_system_text
 from ec2er.llm import ChatRequest, Message
 from ec2er.schemas.dialogue import Speaker, Turn
 
-THERAPIST = PromptTemplate(
-    name="therapist", version="1",
+THERAPIST = PromptTemplate(  # follows SESSION_CONTEXT in the system prompt
+    name="therapist", version="2",
     system=(
-        "You are an experienced, warm therapist in a session. Reply in 2-4 sentences: empathic "
-        "listening, one reflective question or a gentle challenge. Never diagnose, never lecture.\n"
-        "Background you know about the client:\n{background}\n\nCurrent phase: {phase}"
+        "You are an experienced, warm therapist in a session with this client. Reply in 2-4 "
+        "sentences: empathic listening, one reflective question or a gentle challenge. Never "
+        "diagnose, never lecture. The client's latest message ends with the session phase your "
+        "reply belongs to, in brackets."
     ),
+    # The phase rides on the latest client message, not in the system prompt: a phase change
+    # there would change the prompt ahead of the whole history and void its prefix cache.
+    user="{message}\n\n[Phase of your reply: {phase}]",
 )
 
 PHASES = (
@@ -36,8 +40,10 @@ class TherapistAgent:
     @staticmethod
     def request(background: str, turns: list[Turn], max_turns: int, sampling: SamplingConfig,
                 budget: TokenBudget) -> ChatRequest:
-        system = THERAPIST.system_text(background=background, phase=phase_for(len(turns), max_turns))
-        head: list[Message] = [{"role": "system", "content": system}]
+        head: list[Message] = [{"role": "system", "content": session_system_text(background, THERAPIST)}]
         history = [{"role": "user" if t.speaker is Speaker.CLIENT else "assistant", "content": t.text}
                    for t in turns]
+        latest = history.pop()["content"] if history and history[-1]["role"] == "user" else ""
+        phase = phase_for(len(turns), max_turns)
+        history.append({"role": "user", "content": THERAPIST.user_text(message=latest, phase=phase).strip()})
         return ChatRequest(budget.fit_conversation(head, history, sampling.max_tokens), sampling=sampling)
