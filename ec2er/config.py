@@ -31,7 +31,10 @@ class SamplingConfig(StrictModel):
     max_tokens: int = Field(256, ge=1)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
-    repetition_penalty: float = Field(1.0, gt=0.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, description="multiplies down every token of the prompt and the "
+                                                               "output so far, so it also punishes quoting the prompt")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="subtracted from tokens the output already has: "
+                                                                       "pushes list items apart without punishing the prompt")
 
 
 class EngineConfig(StrictModel):

@@ -7,12 +7,14 @@ the real files are read only through the ``emobench_dir`` fixture (skipped when 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from ec2er.cli import main
-from ec2er.config import load_config
+from ec2er.config import SamplingConfig, load_config
 from ec2er.errors import ConfigError, DataError
 from ec2er.evaluation.config import EvalConfig
 from ec2er.evaluation.data import item_key, load_benchmark, select_items
@@ -333,6 +335,31 @@ def test_rescore_errors_name_the_line(bench: Path, tmp_path: Path, capsys: pytes
 # ------------------------------------------------------------------ data and recipes
 
 
+def test_stratified_slice_keeps_every_category_in_proportion(tmp_path: Path) -> None:
+    eu, _ = fixture_rows(20, ("en",))
+    sizes = (12, 5, 2, 1)  # a skewed benchmark: 12 items of the first category, 1 of the last
+    cats = [c for c, size in zip(EU_CATS, sizes) for _ in range(size)]
+    for row, (coarse, fine) in zip(eu, cats):
+        row |= {"coarse_category": coarse, "finegrained_category": fine}
+    (tmp_path / "EU.jsonl").write_text("".join(json.dumps(r) + "\n" for r in eu))
+    items = load_benchmark(tmp_path)
+
+    def pick(**data):
+        spec = EvalConfig.model_validate({"data": {"benchmark": str(tmp_path), "tasks": ["EU"], **data},
+                                          "models": [{"name": "m", "engine": {}}]}).data
+        return select_items(items, spec)
+
+    drawn = pick(limit=10, sample="stratified", seed=1)
+    counts = Counter(i.coarse_category.value for i in drawn)
+    assert [counts[c] for c, _ in EU_CATS] == [5, 3, 1, 1]  # the head slice would be [10, 0, 0, 0]
+    assert [int(i.qid) for i in drawn] == sorted(int(i.qid) for i in drawn)  # file order
+    assert drawn == pick(limit=10, sample="stratified", seed=1)
+    assert drawn != pick(limit=10, sample="stratified", seed=2)
+    assert len(pick(limit=50, sample="stratified")) == 20
+    assert Counter(i.coarse_category.value for i in pick(limit=10)) == {EU_CATS[0][0]: 10}
+    with pytest.raises(ValidationError, match="offset applies to sample: head"):
+        pick(limit=3, offset=2, sample="stratified")
+
 def test_data_slices_and_heldout_file(bench: Path, tmp_path: Path) -> None:
     cfg = EvalConfig.model_validate({"data": {"benchmark": str(bench), "languages": ["zh"], "limit": 3, "offset": 2},
                                      "models": [{"name": "m", "engine": {}}]})
@@ -365,6 +392,40 @@ def test_recipes_validate_and_reject_mistakes(tmp_path: Path) -> None:
         load_config(bad, EvalConfig)
 
 
+
+def test_resume_predicts_only_the_missing_model_protocol_parts(bench: Path, tmp_path: Path, monkeypatch) -> None:
+    from ec2er.evaluation import runner
+
+    config = EvalConfig.model_validate({"data": {"benchmark": str(bench), "limit": 2},
+                                        "protocols": ["official", "constrained"],
+                                        "models": [{"name": "a", "engine": {}}, {"name": "b", "engine": {}}]})
+    items = select_items(load_benchmark(bench), config.data)
+    asked: list[tuple[str, str]] = []
+
+    def fake_ray(config, specs, items, todo):  # stands in for the Ray actors
+        parts = {}
+        for spec in specs:
+            for protocol, path in todo[spec.name]:
+                asked.append((spec.name, protocol))
+                parts[path] = [_official(i, "A").model_copy(update={"model": spec.name, "protocol": protocol})
+                               for i in items]
+                runner.write_predictions(path, parts[path])
+        return parts
+
+    monkeypatch.setattr(runner, "_predict_on_ray", fake_ray)
+    out = tmp_path / "run"
+    first = runner.run_models(config, items, out)
+    assert len(asked) == 4 and len(list((out / "parts").iterdir())) == 4
+    (out / "parts" / runner.part_path(out, config.models[1], "constrained", config, items).name).unlink()
+    asked.clear()
+    assert runner.run_models(config, items, out) == first  # same rows, same order
+    assert asked == [("b", "constrained")]
+    asked.clear()
+    changed = config.model_copy(update={"sampling": config.sampling.model_copy(
+        update={"official": SamplingConfig(temperature=0.0, max_tokens=9)})})
+    runner.run_models(changed, items, out)
+    assert sorted(asked) == [("a", "official"), ("b", "official")]  # a changed recipe is not reused
+
 # ------------------------------------------------------------------ engines and Ray (slow)
 
 
@@ -396,7 +457,7 @@ def test_base_predictions_unchanged_when_adapters_share_the_job(tiny_engine, ben
 
 
 @pytest.mark.slow
-def test_eval_tiny_recipe_runs_on_ray(ray_local, bench: Path, tmp_path: Path) -> None:
+def test_eval_tiny_recipe_runs_on_ray(ray_local, bench: Path, tmp_path: Path, monkeypatch) -> None:
     """pipelines/eval-tiny.yaml end to end (SmolLM2 + a fresh LoRA of it, official + constrained,
     one Ray actor), on a 1 EU + 1 EA slice of the fixture: 2-core CI cannot afford the 20 items."""
     import yaml
@@ -423,3 +484,10 @@ def test_eval_tiny_recipe_runs_on_ray(ray_local, bench: Path, tmp_path: Path) ->
     assert main(["evaluate", "rescore", "--predictions", str(out / "predictions.jsonl"),
                  "--benchmark", str(bench), "--output", str(tmp_path / "audit")]) == 0
     assert json.loads((tmp_path / "audit" / "results.json").read_text()) == res
+    # a re-run into the same folder resumes: every part is there, no engine starts
+    from ec2er.evaluation import runner
+
+    before = (out / "predictions.jsonl").read_text()
+    monkeypatch.setattr(runner, "_predict_on_ray", lambda *a: pytest.fail("the resumed run predicted again"))
+    assert main(["evaluate", "--config", str(path), "--output", str(out), "--set", "bootstrap_samples=100"]) == 0
+    assert (out / "predictions.jsonl").read_text() == before

@@ -100,6 +100,17 @@ def test_structured_batch_with_bounded_concurrency_and_adapters():
     assert results[0].cached_tokens == 3
 
 
+
+def test_sampling_maps_onto_the_openai_body():
+    engine = build_engine(EngineConfig(kind="openai", model="m", base_url="http://127.0.0.1:9/v1"))
+    plain = engine.request_body(_req(0))
+    assert "presence_penalty" not in plain and "extra_body" not in plain and plain["seed"] == 0
+    sampling = SamplingConfig(max_tokens=8, presence_penalty=0.6, repetition_penalty=1.1, stop=["\n"])
+    body = engine.request_body(ChatRequest(messages=[{"role": "user", "content": "q"}], sampling=sampling))
+    assert body["presence_penalty"] == 0.6 and body["extra_body"] == {"repetition_penalty": 1.1}
+    assert body["stop"] == ["\n"] and body["max_tokens"] == 8
+
+
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_retries_with_backoff_on_429_and_5xx(status):
     with FakeOpenAI(fail_first=2, fail_status=status) as fake:

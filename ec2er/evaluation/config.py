@@ -52,6 +52,17 @@ class DataSpec(StrictModel):
     tasks: list[Task] = Field(default_factory=lambda: [Task.EU, Task.EA], min_length=1)
     offset: int = Field(0, ge=0, description="first item (per language and task) of the slice")
     limit: int | None = Field(None, ge=1, description="items per language and task; None = all")
+    sample: Literal["head", "stratified"] = Field(
+        "head", description="with a limit: 'head' takes items in file order from offset; "
+                            "'stratified' draws them (seeded) in proportion to the categories, "
+                            "each category at least once while the limit allows")
+    seed: int = Field(0, description="the stratified draw's seed")
+
+    @model_validator(mode="after")
+    def _offset_is_for_head(self) -> DataSpec:
+        if self.sample == "stratified" and self.offset:
+            raise ValueError("offset applies to sample: head; a stratified sample draws from all items")
+        return self
 
 
 class ProtocolSampling(StrictModel):

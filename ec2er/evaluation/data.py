@@ -4,6 +4,8 @@ or a JSONL file of EU/EA items such as the held-out split of our own curated dat
 from __future__ import annotations
 
 import logging
+import random
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from pydantic import ValidationError
 from ec2er.errors import DataError
 from ec2er.evaluation.config import DataSpec
 from ec2er.io import format_validation_error, iter_jsonl
-from ec2er.schemas.items import Item, parse_item
+from ec2er.schemas.items import Item, item_category, parse_item
 from ec2er.schemas.taxonomy import Language, Task
 
 log = logging.getLogger(__name__)
@@ -72,14 +74,39 @@ def load_benchmark(source: str | Path) -> list[Item]:
 
 
 def select_items(items: Iterable[Item], spec: DataSpec) -> list[Item]:
-    """The slice to evaluate: for each language and task, items in file order [offset, offset+limit)."""
+    """The slice to evaluate, per language and task: items in file order [offset, offset+limit),
+    or a stratified draw of ``limit`` items (kept in file order)."""
+    items = list(items)
     out = []
     for lang in spec.languages:
         for task in spec.tasks:
             group = [i for i in items if i.language == Language(lang) and i.task is Task(task)]
-            end = None if spec.limit is None else spec.offset + spec.limit
-            out.extend(group[spec.offset:end])
+            if spec.sample == "stratified" and spec.limit is not None:
+                out.extend(stratified_sample(group, spec.limit, spec.seed))
+            else:
+                end = None if spec.limit is None else spec.offset + spec.limit
+                out.extend(group[spec.offset:end])
     if not out:
         raise DataError(f"{spec.benchmark}: no items for languages {[str(x) for x in spec.languages]} "
                         f"and tasks {[str(x) for x in spec.tasks]} in this slice")
     return out
+
+
+def stratified_sample(group: list[Item], limit: int, seed: int) -> list[Item]:
+    """``limit`` items in proportion to the categories. Each pick goes to the category with the
+    smallest share taken so far, so every category is drawn once before any is drawn twice;
+    within a category the order is a seeded shuffle. Returned in file order."""
+    by_category: dict[str, list[int]] = defaultdict(list)
+    for index, item in enumerate(group):
+        by_category[item_category(item)].append(index)
+    rng = random.Random(seed)
+    for indices in by_category.values():
+        rng.shuffle(indices)
+    taken = dict.fromkeys(by_category, 0)
+    chosen: list[int] = []
+    for _ in range(min(limit, len(group))):
+        category = min((c for c in taken if taken[c] < len(by_category[c])),
+                       key=lambda c: (taken[c] / len(by_category[c]), c))
+        chosen.append(by_category[category][taken[category]])
+        taken[category] += 1
+    return [group[i] for i in sorted(chosen)]

@@ -6,11 +6,14 @@ so ``ec2er evaluate rescore`` compares them with the gold letters directly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ec2er.evaluation.config import Protocol
+from ec2er.io import write_jsonl
 from ec2er.schemas.taxonomy import Language, Task
 
 Letter = Annotated[str, Field(pattern=r"^[A-Z]$")]
@@ -71,3 +74,8 @@ class Prediction(BaseModel):
     @property
     def variant_key(self) -> tuple[str, str, str]:
         return self.model, self.protocol, self.language.value
+
+
+def write_predictions(path: Path, preds: Iterable[Prediction]) -> None:
+    """Atomically. model_dump, not ec2er.io.dumps: unparsed answers must stay in the file as null."""
+    write_jsonl(path, (p.model_dump(mode="json") for p in preds))

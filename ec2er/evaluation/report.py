@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ec2er.evaluation.data import ItemKey  # noqa: E402
-from ec2er.evaluation.records import Prediction  # noqa: E402
+from ec2er.evaluation.records import Prediction, write_predictions  # noqa: E402
 from ec2er.evaluation.scoring import ScoreRow, categories, results, robustness, score_rows  # noqa: E402
-from ec2er.io import atomic_open, write_json, write_jsonl, write_text  # noqa: E402
+from ec2er.io import atomic_open, write_json, write_text  # noqa: E402
 from ec2er.schemas.items import Item  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -24,11 +24,6 @@ log = logging.getLogger(__name__)
 TABLE_METRICS = (["EU/overall", *(f"EU/{c}" for c in categories("EU")),
                   "EA/overall", *(f"EA/{c}" for c in categories("EA")),
                   "parse_failure_rate", "lenient/EU/overall", "lenient/EA/overall"])
-
-
-def write_predictions(path: Path, preds: list[Prediction]) -> None:
-    # model_dump, not ec2er.io.dumps(model): unparsed answers must stay in the file as null
-    write_jsonl(path, (p.model_dump(mode="json") for p in preds))
 
 
 def write_report(out: Path, preds: list[Prediction], index: dict[ItemKey, Item], *,

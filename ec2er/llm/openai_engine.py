@@ -57,6 +57,8 @@ class OpenAICompatibleEngine(ChatEngine):
             body["seed"] = s.seed
         if s.stop:
             body["stop"] = s.stop
+        if s.presence_penalty:
+            body["presence_penalty"] = s.presence_penalty
         if s.repetition_penalty != 1.0:
             body["extra_body"] = {"repetition_penalty": s.repetition_penalty}
         if r.response_model is not None and self.config.structured_outputs:

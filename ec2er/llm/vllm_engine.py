@@ -108,7 +108,8 @@ class VLLMEngine(ChatEngine):
         return SamplingParams(
             temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
             seed=sampling.seed, stop=sampling.stop or None,
-            repetition_penalty=sampling.repetition_penalty, structured_outputs=structured,
+            repetition_penalty=sampling.repetition_penalty, presence_penalty=sampling.presence_penalty,
+            structured_outputs=structured,
         )
 
     def _complete(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
