@@ -7,7 +7,7 @@ Unknown keys are rejected and every error names the file and the dotted key, e.g
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -76,6 +76,17 @@ class EngineConfig(StrictModel):
     # JSON recovery when constrained decoding is unavailable or output is truncated
     max_reasks: int = Field(1, ge=0, le=5)
     structured_outputs: bool = True
+
+    # How fast and where the engine runs, not what it writes: a resumed run or evaluation may
+    # change these (another machine, another endpoint) and keep what it has.
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({
+        "tensor_parallel_size", "gpu_memory_utilization", "kv_cache_gib", "cpu_reserved_cores",
+        "cpu_block_size", "max_loras", "base_url", "api_key_env", "max_concurrency", "max_retries",
+        "timeout_s"})
+
+    def output_identity(self) -> dict[str, Any]:
+        """The settings that shape what the engine writes."""
+        return self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS))
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

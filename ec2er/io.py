@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,16 +67,19 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_records(path: str | Path, model: type[M]) -> list[M]:
-    """Validate every line of a JSONL file into ``model``; errors name file, line and field."""
+def read_records(path: str | Path, parse: type[M] | Callable[[dict[str, Any]], M]) -> list[M]:
+    """Every line of a JSONL file as a record: validated into a pydantic model class, or built by
+    a parse function that raises ValueError. Errors name file, line and field."""
+    build = parse.model_validate if isinstance(parse, type) and issubclass(parse, BaseModel) else parse
     out = []
     for lineno, obj in iter_jsonl(path):
         if isinstance(obj, DataError):
             raise obj
         try:
-            out.append(model.model_validate(obj))
-        except ValidationError as e:
-            raise DataError(f"{path}:{lineno}: {format_validation_error(e)}") from None
+            out.append(build(obj))
+        except ValueError as e:  # pydantic's ValidationError included
+            msg = format_validation_error(e) if isinstance(e, ValidationError) else str(e)
+            raise DataError(f"{path}:{lineno}: {msg}") from None
     return out
 
 

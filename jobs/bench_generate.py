@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, help="per background and per turn (default: the recipe's)")
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="recipe override, e.g. engine.engine_kwargs.block_size=32")
+                        help="recipe override, e.g. engine.cpu_block_size=128")
     args = parser.parse_args()
 
     from ec2er.generation.dialogue_loop import DialogueLoop

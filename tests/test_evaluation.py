@@ -425,6 +425,13 @@ def test_resume_predicts_only_the_missing_model_protocol_parts(bench: Path, tmp_
         update={"official": SamplingConfig(temperature=0.0, max_tokens=9)})})
     runner.run_models(changed, items, out)
     assert sorted(asked) == [("a", "official"), ("b", "official")]  # a changed recipe is not reused
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"old")
+    spec = config.models[0].model_copy(update={"adapters": {"lora": str(adapter)}})
+    before = runner.part_path(out, spec, "official", config, items)
+    (adapter / "adapter_model.safetensors").write_bytes(b"retrained")
+    assert runner.part_path(out, spec, "official", config, items) != before
 
 # ------------------------------------------------------------------ engines and Ray (slow)
 

@@ -249,6 +249,20 @@ def test_finished_dialogues_drop_out_and_failures_are_recorded():
             parse_item(row)
 
 
+def test_an_empty_turn_fails_its_dialogue():
+    config = make_config(n=2)
+    engine = FakeEngine()
+    one = engine._one
+    specs = plan_dialogues(config)
+    first_background = DialogueLoop(FakeEngine(), config).run(specs[:1])[0].dialogue.background
+    # the first dialogue's first 4-message turn prompt gets a blank reply; the other dialogue is untouched
+    engine._one = lambda r: (RawCompletion("  ", finish_reason="stop")
+                             if r.response_model is None and len(r.messages) == 4
+                             and first_background in r.messages[0]["content"] else one(r))
+    failed, ok = DialogueLoop(engine, config).run(specs)
+    assert failed.metadata["status"] == "failed" and failed.metadata["error"] == "turn: empty"
+    assert failed.dialogue is None and not failed.eu and ok.metadata["status"] == "ok"
+
 def test_concise_runs_ten_messages_without_supervisor():
     config = make_config(n=2, pipeline="concise")
     engine = FakeEngine()
@@ -379,6 +393,9 @@ def test_cli_generate_writes_valid_outputs(tmp_path, fake_engine, capsys):
     assert len(read_jsonl(out / "metadata.jsonl")) == 6
     assert main(["generate", "--config", str(cfg), "--output", str(out), "--set", "seed=9"]) == 2
     assert "different config" in capsys.readouterr().err
+    # how fast or where the engine runs is no part of the run's identity
+    assert main(["generate", "--config", str(cfg), "--output", str(out), "--no-progress", "--num-dialogues", "6",
+                 "--set", "engine.kv_cache_gib=4", "--set", "engine.timeout_s=30"]) == 0
 
 
 def test_concise_writes_final_files(tmp_path, fake_engine):

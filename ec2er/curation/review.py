@@ -16,7 +16,7 @@ import numpy as np
 from ec2er.curation.confidence import questions
 from ec2er.curation.positions import LETTERS
 from ec2er.errors import DataError
-from ec2er.io import atomic_open, iter_jsonl, write_text
+from ec2er.io import atomic_open, read_records, write_text
 from ec2er.schemas import parse_item
 from ec2er.schemas.training import format_options
 
@@ -26,14 +26,7 @@ JUDGMENTS = ("ok", "bad")
 
 
 def export_sample(train_path: Path, n: int, out_dir: Path, seed: int = 0) -> list[Path]:
-    items = []
-    for line, obj in iter_jsonl(train_path):
-        if isinstance(obj, Exception):
-            raise obj
-        try:
-            items.append(parse_item(obj))
-        except ValueError as e:
-            raise DataError(f"{train_path}:{line}: {e}") from None
+    items = read_records(train_path, parse_item)
     if not items:
         raise DataError(f"{train_path}: no items to sample")
     chosen = sorted(np.random.default_rng(seed).choice(len(items), size=min(n, len(items)), replace=False))

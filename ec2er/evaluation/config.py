@@ -17,8 +17,9 @@ PROTOCOLS: tuple[Protocol, ...] = ("official", "cot", "constrained", "loglik")
 class ModelSpec(StrictModel):
     """One base model (one engine actor) and the LoRA adapters evaluated beside it."""
 
-    name: str = Field(min_length=1, pattern=r"^[^+\s]+$",
-                      description="label in the results; '+' is reserved for '<base>+<adapter>'")
+    name: str = Field(min_length=1, pattern=r"^[\w.-]+$",
+                      description="label in the results and in file names: letters, digits, '_', '.', "
+                                  "'-' ('+' is reserved for '<base>+<adapter>')")
     engine: EngineConfig
     adapters: dict[str, str] = Field(default_factory=dict, description="adapter name -> peft folder")
     init_if_missing: bool = Field(

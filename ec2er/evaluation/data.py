@@ -9,12 +9,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import ValidationError
 
 from ec2er.errors import DataError
 from ec2er.evaluation.config import DataSpec
-from ec2er.io import format_validation_error, iter_jsonl
-from ec2er.schemas.items import Item, item_category, parse_item
+from ec2er.io import read_records
+from ec2er.schemas.items import Item, parse_item
 from ec2er.schemas.taxonomy import Language, Task
 
 log = logging.getLogger(__name__)
@@ -24,19 +23,6 @@ ItemKey = tuple[str, str, str]  # (language, task, qid)
 
 def item_key(item: Item) -> ItemKey:
     return item.language.value, item.task.value, item.qid
-
-
-def read_items(path: Path) -> list[Item]:
-    items = []
-    for lineno, obj in iter_jsonl(path):
-        if isinstance(obj, DataError):
-            raise obj
-        try:
-            items.append(parse_item(obj))
-        except (ValidationError, ValueError) as e:
-            msg = format_validation_error(e) if isinstance(e, ValidationError) else str(e)
-            raise DataError(f"{path}:{lineno}: {msg}") from None
-    return items
 
 
 def _hub_folder(dataset_id: str) -> Path:
@@ -64,7 +50,7 @@ def load_benchmark(source: str | Path) -> list[Item]:
     items: list[Item] = []
     seen: set[ItemKey] = set()
     for f in files:
-        for item in read_items(f):
+        for item in read_records(f, parse_item):
             if item_key(item) in seen:
                 raise DataError(f"{f}: duplicate item {item_key(item)}")
             seen.add(item_key(item))
@@ -98,7 +84,7 @@ def stratified_sample(group: list[Item], limit: int, seed: int) -> list[Item]:
     within a category the order is a seeded shuffle. Returned in file order."""
     by_category: dict[str, list[int]] = defaultdict(list)
     for index, item in enumerate(group):
-        by_category[item_category(item)].append(index)
+        by_category[item.category].append(index)  # EA's StrEnum keys alike with EU's str
     rng = random.Random(seed)
     for indices in by_category.values():
         rng.shuffle(indices)

@@ -4,8 +4,8 @@ base model and each adapter. Actors run side by side; the driver only gathers an
 
 Each (model, protocol) is a checkpoint: the driver writes its predictions to
 ``parts/<model>.<protocol>.<fingerprint>.jsonl`` as soon as they arrive, and a re-run into the
-same output folder skips every part whose fingerprint (model spec, protocol, its sampling,
-rotations, the items) it already holds.
+same output folder skips every part whose fingerprint (model spec, the adapters' files, protocol,
+its prompt version and sampling, rotations, the items' content) it already holds.
 
 Within an actor, each protocol's rows for the base model AND its adapters go to the engine in one
 ``chat`` call, which batches them and keeps base rows and LoRA rows in separate vLLM calls
@@ -25,13 +25,13 @@ from ec2er.errors import ConfigError
 from ec2er.evaluation.config import EvalConfig, ModelSpec, Protocol
 from ec2er.evaluation.data import item_key
 from ec2er.evaluation.prompts import (
+    PROMPT_VERSION,
     constrained_answer_model,
     cot_messages,
     loglik_requests,
     official_messages,
 )
 from ec2er.evaluation.records import EUAnswer, Prediction, write_predictions
-from ec2er.evaluation.rotation import rotate
 from ec2er.evaluation.scoring import grade, option_lists, read_answers
 from ec2er.io import read_records
 from ec2er.llm import ChatEngine, ChatRequest, ChatResult, build_engine
@@ -171,9 +171,15 @@ def part_path(out: Path, spec: ModelSpec, protocol: Protocol, config: EvalConfig
     """Where one (model, protocol)'s predictions go; the name carries a fingerprint of all that
     shapes them, so a changed recipe never reuses stale predictions."""
     sampling = getattr(config.sampling, protocol, None)
-    key = json.dumps({"model": spec.model_dump(mode="json"), "protocol": protocol, "rotations": config.rotations,
+    # an adapter retrained into the same folder must not reuse the old adapter's predictions
+    adapter_files = {name: sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                                  for f in Path(path).glob("*") if f.is_file())
+                     for name, path in spec.adapters.items()}
+    model = spec.model_dump(mode="json", exclude={"engine", "init_if_missing"})
+    key = json.dumps({"model": model | {"engine": spec.engine.output_identity()}, "adapter_files": adapter_files,
+                      "protocol": protocol, "rotations": config.rotations, "prompts": PROMPT_VERSION,
                       "sampling": sampling.model_dump(mode="json") if sampling else None,
-                      "items": [item_key(i) for i in items]}, sort_keys=True)
+                      "items": [item.model_dump(mode="json") for item in items]}, sort_keys=True)
     return out / "parts" / f"{spec.name}.{protocol}.{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsonl"
 
 

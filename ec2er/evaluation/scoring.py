@@ -22,8 +22,8 @@ from ec2er.evaluation.parsing import lenient_parse, strict_parse
 from ec2er.evaluation.prompts import OFFICIAL_KEYS
 from ec2er.evaluation.records import Answer, EUAnswer, Prediction, answer_parsed
 from ec2er.evaluation.rotation import rotate, to_original, to_shown
-from ec2er.schemas.items import EUItem, Item, item_category
-from ec2er.schemas.taxonomy import EACategory, EUCoarseCategory, Task
+from ec2er.schemas.items import EUItem, Item
+from ec2er.schemas.taxonomy import EACategory, EUCoarseCategory
 from ec2er.schemas.training import LETTERS
 
 # ---------------------------------------------------------------- per item
@@ -120,7 +120,7 @@ def results(preds: list[Prediction], index: dict[ItemKey, Item], lenient: bool =
                 continue
             right = [p.lenient_correct if lenient else p.correct for p in task_rows]
             scores = {"overall": float(np.mean(right))}
-            cats = [item_category(index[(p.language.value, p.task.value, p.qid)]) for p in task_rows]
+            cats = [index[(p.language.value, p.task.value, p.qid)].category for p in task_rows]
             for cat in categories(task):
                 vals = [r for r, c in zip(right, cats, strict=True) if c == cat]
                 if vals:
@@ -154,7 +154,7 @@ def _metric_vectors(rows: list[Prediction], index: dict[ItemKey, Item]) -> dict[
     out: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
     for p in rows:
         key = (p.task.value, p.qid)
-        cat = item_category(index[(p.language.value, p.task.value, p.qid)])
+        cat = index[(p.language.value, p.task.value, p.qid)].category
         for prefix, right in (("", p.correct), ("lenient/", p.lenient_correct)):
             out[f"{prefix}{p.task.value}/overall"][key] = float(right)
             out[f"{prefix}{p.task.value}/{cat}"][key] = float(right)

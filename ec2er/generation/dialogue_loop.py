@@ -176,10 +176,10 @@ class DialogueLoop:
             s.stop_reason, s.stage = "failed", "done"
             return
         text = r.text.strip()
+        if not text:  # an empty background or turn would leave a hollow dialogue
+            s.error, s.stop_reason, s.stage = f"{s.stage}: empty", "failed", "done"
+            return
         if s.stage == "background":
-            if not text:
-                s.error, s.stop_reason, s.stage = "background: empty", "failed", "done"
-                return
             s.background, s.stage = text, "turn"
             return
         speaker = Speaker.CLIENT if len(s.turns) % 2 == 0 else Speaker.THERAPIST
@@ -219,27 +219,33 @@ class DialogueLoop:
             s.item_failures.append({"qid": t.qid, "error": f"invalid: {e}"})
 
     def _result(self, s: DialogueState) -> DialogueResult:
-        spec = s.spec
-        dialogue = None
-        if s.error is None:
-            dialogue = Dialogue(dialogue_id=spec.dialogue_id, pipeline=spec.pipeline,
-                                persona_id=spec.persona.persona_id,
-                                theme_id=spec.theme.theme_id if spec.theme else None,
-                                background=s.background, turns=s.turns, verdicts=s.verdicts)
-        metadata = {
-            "dialogue_id": spec.dialogue_id, "index": spec.index, "pipeline": spec.pipeline,
-            "status": "failed" if s.error else "ok", "error": s.error,
-            "persona_id": spec.persona.persona_id, "persona": spec.persona.description,
-            "theme_id": spec.theme.theme_id if spec.theme else None,
-            "theme_category": spec.theme.category.value if spec.theme else None,
-            "attributes": spec.attributes.model_dump(mode="json") if spec.attributes else None,
-            "turns": len(s.turns), "stop_reason": s.stop_reason,
-            "verdicts": [v.model_dump() for v in s.verdicts], "supervisor_errors": s.supervisor_errors,
-            "eu": len(s.eu), "ea": len(s.ea), "item_failures": s.item_failures,
-            "prompt_tokens": s.prompt_tokens, "cached_prompt_tokens": s.cached_prompt_tokens,
-            "completion_tokens": s.completion_tokens, "engine_calls": s.engine_calls, "seconds": round(s.seconds, 3), "model": self.model_name,
-        }
-        return DialogueResult(dialogue=dialogue, eu=s.eu, ea=s.ea, metadata=metadata)
+        return dialogue_result(s, self.model_name)
+
+
+def dialogue_result(s: DialogueState, model: str) -> DialogueResult:
+    """A dialogue's outputs and its ``metadata.jsonl`` line, finished or failed."""
+    spec = s.spec
+    dialogue = None
+    if s.error is None:
+        dialogue = Dialogue(dialogue_id=spec.dialogue_id, pipeline=spec.pipeline,
+                            persona_id=spec.persona.persona_id,
+                            theme_id=spec.theme.theme_id if spec.theme else None,
+                            background=s.background, turns=s.turns, verdicts=s.verdicts)
+    metadata = {
+        "dialogue_id": spec.dialogue_id, "index": spec.index, "pipeline": spec.pipeline,
+        "status": "failed" if s.error else "ok", "error": s.error,
+        "persona_id": spec.persona.persona_id, "persona": spec.persona.description,
+        "theme_id": spec.theme.theme_id if spec.theme else None,
+        "theme_category": spec.theme.category.value if spec.theme else None,
+        "attributes": spec.attributes.model_dump(mode="json") if spec.attributes else None,
+        "turns": len(s.turns), "stop_reason": s.stop_reason,
+        "verdicts": [v.model_dump() for v in s.verdicts], "supervisor_errors": s.supervisor_errors,
+        "eu": len(s.eu), "ea": len(s.ea), "item_failures": s.item_failures,
+        "prompt_tokens": s.prompt_tokens, "cached_prompt_tokens": s.cached_prompt_tokens,
+        "completion_tokens": s.completion_tokens, "engine_calls": s.engine_calls,
+        "seconds": round(s.seconds, 3), "model": model,
+    }
+    return DialogueResult(dialogue=dialogue, eu=s.eu, ea=s.ea, metadata=metadata)
 
 
 def _row(item: BaseModel) -> dict[str, Any]:

@@ -26,7 +26,8 @@ RUN_FILE = "run.json"
 def run_identity(config: GenerateConfig) -> dict[str, Any]:
     """What must match for a folder to be resumed: everything that shapes the data (not the
     dialogue count, which may grow, nor how the work is spread over actors)."""
-    return config.model_dump(mode="json", exclude={"num_dialogues", "ray", "checkpoint_every"})
+    identity = config.model_dump(mode="json", exclude={"num_dialogues", "ray", "checkpoint_every", "engine"})
+    return identity | {"engine": config.engine.output_identity()}
 
 
 class RunOutputs:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ec2er.generation.config import GenerateConfig
-from ec2er.generation.dialogue_loop import DialogueLoop, DialogueResult
+from ec2er.generation.dialogue_loop import DialogueLoop, DialogueResult, DialogueState, dialogue_result
 from ec2er.generation.plan import DialogueSpec
 from ec2er.llm import build_engine
 
@@ -45,17 +45,7 @@ class GenerationWorker:
 
 
 def failed_result(spec: DialogueSpec, error: str, model: str) -> DialogueResult:
-    return DialogueResult(dialogue=None, eu=[], ea=[], metadata={
-        "dialogue_id": spec.dialogue_id, "index": spec.index, "pipeline": spec.pipeline,
-        "status": "failed", "error": error, "persona_id": spec.persona.persona_id,
-        "persona": spec.persona.description,
-        "theme_id": spec.theme.theme_id if spec.theme else None,
-        "theme_category": spec.theme.category.value if spec.theme else None,
-        "attributes": spec.attributes.model_dump(mode="json") if spec.attributes else None,
-        "turns": 0, "stop_reason": "failed", "verdicts": [], "supervisor_errors": [], "eu": 0,
-        "ea": 0, "item_failures": [], "prompt_tokens": 0, "cached_prompt_tokens": 0, "completion_tokens": 0,
-        "engine_calls": 0, "seconds": 0.0, "model": model,
-    })
+    return dialogue_result(DialogueState(spec, error=error, stop_reason="failed"), model)
 
 
 def iter_results(config: GenerateConfig, specs: list[DialogueSpec]) -> Iterator[DialogueResult]:

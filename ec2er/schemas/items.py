@@ -137,12 +137,7 @@ def parse_item(obj: dict[str, Any]) -> Item:
     return model.model_validate(obj)
 
 
-def item_category(item: Item) -> str:
-    """The category EmoBench reports scores by: EU's coarse category, EA's category."""
-    return item.category if isinstance(item, EUItem) else item.category.value
-
-
 __all__ = [
     "EAItem", "EUItem", "EA_FIELDS", "EU_FIELDS", "Item", "ItemBase", "Provenance",
-    "ValidationError", "detect_task", "item_category", "parse_item",
+    "ValidationError", "detect_task", "parse_item",
 ]

@@ -21,9 +21,6 @@ CLIENT = PromptTemplate(  # follows SESSION_CONTEXT in the system prompt
 
 
 class ClientAgent:
-    speaker = Speaker.CLIENT
-    template = CLIENT
-
     @staticmethod
     def request(persona: str, background: str, turns: list[Turn], sampling: SamplingConfig,
                 budget: TokenBudget) -> ChatRequest:

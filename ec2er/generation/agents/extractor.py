@@ -66,8 +66,6 @@ QUESTION_HINTS: dict[EAQuestionType, str] = {
 
 
 class ExtractorAgent:
-    templates = (EU_EXTRACTOR, EA_EXTRACTOR)
-
     @staticmethod
     def _prompt(template: PromptTemplate, background: str, turns: list[Turn], sampling: SamplingConfig,
                 budget: TokenBudget, **fields: str) -> list[Message]:

@@ -42,8 +42,6 @@ class SupervisorCheck(BaseModel):
 
 
 class SupervisorAgent:
-    template = SUPERVISOR
-
     @staticmethod
     def request(turns: list[Turn], sampling: SamplingConfig, budget: TokenBudget) -> ChatRequest:
         room = budget.room(sampling.max_tokens) - budget.count(SUPERVISOR.system + SUPERVISOR.user) - 32

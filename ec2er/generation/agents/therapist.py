@@ -34,9 +34,6 @@ def phase_for(turn_index: int, max_turns: int) -> str:
 
 
 class TherapistAgent:
-    speaker = Speaker.THERAPIST
-    template = THERAPIST
-
     @staticmethod
     def request(background: str, turns: list[Turn], max_turns: int, sampling: SamplingConfig,
                 budget: TokenBudget) -> ChatRequest:
