@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from pathlib import Path
 
@@ -17,11 +16,11 @@ from ec2er.errors import Ec2erError, NotBuiltYet
 
 # subcommand -> module with register(subparsers), or the issue that will build it
 STAGES: dict[str, str] = {
-    "generate": "ec2er.generation.cli",
-    "curate": "ec2er.curation.cli",
+    "generate": "ec2er.generation.stage",
+    "curate": "ec2er.curation.stage",
     "review": "ec2er.curation.review_cli",
-    "train": "not built yet: the training stage (LoRA on Ray Train + DeepSpeed) is a later issue",
-    "serve": "not built yet: the serving stage (Ray Serve, base + LoRA adapters) is a later issue",
+    "train": "ec2er.training.cli",
+    "serve": "ec2er.serving.cli",
     "evaluate": "ec2er.evaluation.cli",
     "run": "ec2er.run",
 }
@@ -77,27 +76,59 @@ def _models_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_adapters(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("adapters", help="list the adapter registry (what training published)",
+                       description="The adapter registry: immutable, versioned LoRA adapters <family>-v<N> "
+                                   "that training publishes and serving and evaluation load by name.")
+    asub = p.add_subparsers(dest="adapters_command", required=True)
+    ls = asub.add_parser("list", help="every version, oldest first")
+    ls.add_argument("--registry", type=Path, default=None, help="registry folder (default runs/adapters)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.set_defaults(func=_adapters_list)
+
+
+def _adapters_list(args: argparse.Namespace) -> int:
+    import json
+
+    from ec2er.adapters import DEFAULT_REGISTRY, AdapterRegistry
+
+    registry = AdapterRegistry(args.registry or DEFAULT_REGISTRY)
+    entries = registry.entries()
+    for e in entries:
+        if args.json:
+            print(json.dumps(e.model_dump(mode="json")))
+        else:
+            loss = e.summary.get("val_loss", e.summary.get("train_loss"))
+            print(f"{e.name:<32} {e.base_model:<28} {e.created}  {'' if loss is None else f'loss {loss:.3f}'}")
+    if not entries and not args.json:
+        print(f"{registry.root}: no adapters yet (ec2er train publishes them)")
+    return 0
+
+
 def _register_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check JSONL files of EU/EA items (EmoBench layout)",
-                       description="Validate every line of each file as an EU or EA item (detected per "
-                                   "line); print counts per task and the first errors; exit 1 if any "
-                                   "line is invalid.")
+                       description="Check every line of each file as an EU or EA item (detected per "
+                                   "line) with the checks every valid item passes (schema, taxonomy, "
+                                   "option counts, distinct options, gold among them: the same checks "
+                                   "curation starts with); print counts per task and the first errors; "
+                                   "exit 1 if any line is invalid.")
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--max-errors", type=int, default=10, help="errors to print (default 10)")
     p.set_defaults(func=_validate)
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ec2er.validate import validate_files
+    from ec2er.schemas.checks import check_files
 
-    report = validate_files(args.files)
-    for (path, task, lang), n in sorted(report.counts.items()):
+    report = check_files(args.files)
+    for key, n in sorted(report.counts.items()):
+        path, task, lang = key.rsplit(" ", 2)
         print(f"{path}: {task} {lang}: {n} valid")
     for err in report.errors[: args.max_errors]:
         print(err, file=sys.stderr)
-    if report.invalid > args.max_errors:
-        print(f"... and {report.invalid - args.max_errors} more invalid lines", file=sys.stderr)
-    print(f"{sum(report.counts.values())} valid, {report.invalid} invalid")
+    if len(report.errors) > args.max_errors:
+        print(f"... and {len(report.errors) - args.max_errors} more invalid lines", file=sys.stderr)
+    print(f"{sum(report.counts.values())} valid, {len(report.errors)} invalid")
     return 0 if report.ok else 1
 
 
@@ -105,11 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ec2er", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ec2er {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show every log on the console too (vLLM, Ray, ...; by default in <output>/logs/)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, target in STAGES.items():
         _register_stage(sub, name, target)
     _register_models(sub)
+    _register_adapters(sub)
     _register_validate(sub)
     return parser
 
@@ -117,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ec2er import console
+
+    console.setup(verbose_console=args.verbose, debug=args.debug)
     try:
         return int(args.func(args) or 0)
     except Ec2erError as e:

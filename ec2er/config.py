@@ -1,7 +1,8 @@
 """Recipes: YAML files under ``pipelines/`` loaded into strict pydantic models.
 
 Unknown keys are rejected and every error names the file and the dotted key, e.g.
-``pipelines/mads.yaml: generation.max_turns: Input should be less than or equal to 14``.
+``pipelines/mads.yaml: turns.max_turns: Input should be less than or equal to 14``. A key written
+twice in one mapping is an error too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ec2er.errors import ConfigError
+from ec2er.errors import ConfigError, DataError
+from ec2er.io import load_yaml
 
 C = TypeVar("C", bound="StrictModel")
 
@@ -64,7 +66,8 @@ class EngineConfig(StrictModel):
     enable_lora: bool = False
     max_lora_rank: int = Field(16, ge=1)
     max_loras: int = Field(2, ge=1)
-    adapters: dict[str, str] = Field(default_factory=dict, description="adapter name -> folder")
+    adapters: dict[str, str] = Field(default_factory=dict, description="adapter label -> peft folder (vLLM) or "
+                                                                       "the model name an endpoint serves it under")
     seed: int = 0
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to vllm.LLM as is")
     # OpenAI-compatible endpoints
@@ -103,11 +106,9 @@ def load_config(path: str | Path, model: type[C], overrides: dict[str, Any] | No
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        data = load_yaml(path) or {}
+    except DataError as e:
+        raise ConfigError(str(e)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from ec2er.errors import DataError
@@ -38,12 +39,44 @@ def format_validation_error(exc: ValidationError) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
+def _check_text_file(path: Path) -> None:
+    """A missing, unreadable or binary file is one DataError naming it, before any line is read."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(8192)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if b"\0" in head:
+        raise DataError(f"{path}: not a text file (binary data)")
+
+
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file; a missing, binary or non-UTF-8 file is a DataError naming it."""
+    path = Path(path)
+    _check_text_file(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
     """Yield (line_number, object) for each non-blank line; a bad line yields a DataError
-    naming the file and line instead of raising, so callers can report and continue."""
+    naming the file and line instead of raising, so callers can report and continue. A missing
+    or binary file raises a DataError naming it."""
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    _check_text_file(path)
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield lineno, DataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start} of the line)")
+                continue
             if not line.strip():
                 continue
             try:
@@ -81,6 +114,48 @@ def read_records(path: str | Path, parse: type[M] | Callable[[dict[str, Any]], M
             msg = format_validation_error(e) if isinstance(e, ValidationError) else str(e)
             raise DataError(f"{path}:{lineno}: {msg}") from None
     return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a recipe with a key written twice
+    almost always holds a typo, so it is an error here."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file (safe loader, duplicate keys refused); errors are DataErrors naming file:line."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise DataError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Create ``folder`` (or find it) and prove a file can be written in it, before any work is
+    done: a run that can only fail at its end should fail at its start."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ec2er-write-probe."):
+            pass
+    except OSError as e:
+        raise DataError(f"{folder}: cannot write here ({e.strerror})") from None
+    return folder
 
 
 @contextlib.contextmanager

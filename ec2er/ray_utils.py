@@ -10,23 +10,34 @@ from ec2er.config import EngineConfig
 log = logging.getLogger(__name__)
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, worker_output: bool | None = None) -> None:
     """Join the cluster ``ray job submit`` started us in (RAY_ADDRESS), or start a local one.
+    ``worker_output``: stream the workers' output to this process (default: only with --verbose).
 
     Locally, Ray is given more logical CPUs than cores: engine actors mostly wait on vLLM's own
     threads, and on 2 cores Ray Serve's ingress replica never schedules otherwise.
     """
     import ray
+    import ray.data  # noqa: F401  (its loggers exist now, so they can be adopted)
+
+    from ec2er import console
 
     if ray.is_initialized():
         return
+    console.adopt_library_loggers()  # before init too: Ray logs while it starts
     address = address or os.environ.get("RAY_ADDRESS")
+    # the workers' output (engines, Ray Data, Ray Train) reaches the console only with --verbose;
+    # it is in Ray's session logs (logs/ray points there) either way
+    streamed = console.verbose() if worker_output is None else worker_output
+    quiet = {"log_to_driver": streamed, "configure_logging": console.verbose()}
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **quiet)
     else:
         # address="local": always a fresh instance, never one that `ray start` left running
         ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-                 include_dashboard=False, log_to_driver=True)
+                 include_dashboard=False, **quiet)
+    console.adopt_library_loggers()
+    console.link_ray_logs()
     log.info("ray: %s", ray.cluster_resources())
 
 

@@ -1,22 +1,15 @@
-"""Curation as a Ray job: ``ray job submit -- python jobs/curate.py --input GEN --output OUT ...``.
+"""Entrypoint for ``ray job submit --working-dir . -- python jobs/curate.py --input GEN --output OUT [--benchmark B]``.
 
-Same arguments as ``ec2er curate``; near-duplicate signatures and buckets run on Ray Data.
+Same arguments and the same one-line errors as ``ec2er curate``; on a cluster the near-duplicate
+signatures and buckets run on Ray Data (``dedup.backend=ray``, which a later ``--set`` may undo).
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
+from pathlib import Path
 
-from ec2er.curation.cli import add_arguments, run
-from ec2er.ray_utils import init_ray
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the uploaded working dir first
+
+from ec2er.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args()
-    args.set.append("dedup.backend=ray")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    init_ray()
-    sys.exit(run(args))
+    sys.exit(main(["curate", "--set", "dedup.backend=ray", *sys.argv[1:]]))

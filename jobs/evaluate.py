@@ -1,11 +1,14 @@
-"""Entry point for ``ray job submit``: the evaluation stage, on the cluster the job runs in.
+"""Entrypoint for ``ray job submit --working-dir . -- python jobs/evaluate.py --config pipelines/eval-full.yaml [--output DIR]``.
 
-    ray job submit --working-dir . -- python jobs/evaluate.py --config pipelines/eval-full.yaml
+Same arguments and the same one-line errors as ``ec2er evaluate``, on the cluster the job runs in.
 """
 
 import sys
+from pathlib import Path
 
-from ec2er.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the uploaded working dir first
+
+from ec2er.cli import main  # noqa: E402
 
 if __name__ == "__main__":  # vLLM engines start in this process tree: guard required
     sys.exit(main(["evaluate", *sys.argv[1:]]))

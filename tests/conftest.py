@@ -39,7 +39,7 @@ def smollm2_model() -> str:
 @pytest.fixture(scope="session")
 def tiny_adapters(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Two visibly different random LoRA adapters of the tiny model."""
-    from ec2er.models.adapters import init_lora_adapter
+    from ec2er.models.random_lora import init_lora_adapter
 
     root = tmp_path_factory.mktemp("adapters")
     return {name: str(init_lora_adapter(tiny_model, root / name, rank=8, random_b=True, seed=seed))

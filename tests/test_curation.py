@@ -15,7 +15,7 @@ import pytest
 from scipy.stats import chisquare
 
 from ec2er.cli import main as cli_main
-from ec2er.curation import validate as v
+from ec2er.curation import quality as v
 from ec2er.curation.balance import over_quota
 from ec2er.curation.config import CurateConfig, ValidateConfig
 from ec2er.curation.lexicon import named_emotions
@@ -212,14 +212,30 @@ def test_positions_uniform_on_1k_items() -> None:
         parse_item(after.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
-def test_balance_rejects_over_quota() -> None:
-    eu, _ = clean_items(40, 0)
-    items = [parse_item(x) for x in eu]
-    skew = items + [parse_item(dict(eu[0], qid=f"x{i}")) for i in range(40)]  # complex_emotions x5
+def test_balance_caps_every_coarse_category_of_each_task() -> None:
+    """The 1.5x rule per EU coarse category and per EA category: after balancing no category of a
+    task holds more than 1.5x its expected share of that task's kept items, items are rejected
+    only from categories over that cap, and the categories under it keep all of theirs."""
+    from collections import Counter
+
+    eu, ea = clean_items(40, 40)
+    items = [parse_item(x) for x in eu + ea]
+    # EU: the first coarse category 5x its share; EA: two categories 4x
+    skew = items + [parse_item(dict(eu[0], qid=f"xu{i}")) for i in range(40)] \
+        + [parse_item(dict(ea[k % 2], qid=f"xa{k}")) for k in range(60)]
     rejected = over_quota(skew, 1.5, seed=0)
     kept = [it for i, it in enumerate(skew) if i not in rejected]
-    share = sum(it.category == "complex_emotions" for it in kept) / len(kept)
-    assert rejected and share <= 1.5 / 4
+    before = Counter((it.task.value, it.category) for it in skew)
+    after = Counter((it.task.value, it.category) for it in kept)
+    for task in ("EU", "EA"):
+        total = sum(n for (t, _), n in after.items() if t == task)
+        cap = 1.5 * total / 4
+        assert all(n <= cap for (t, _), n in after.items() if t == task), (task, after)
+        for (t, cat), n in before.items():
+            if t == task and n <= cap:
+                assert after[(t, cat)] == n, (cat, "lost items below the cap")
+    assert {(skew[i].task.value, skew[i].category) for i in rejected} == {
+        ("EU", eu[0]["coarse_category"]), ("EA", ea[0]["category"]), ("EA", ea[1]["category"])}
     assert over_quota(items, 1.5, seed=0) == {}
 
 

@@ -46,10 +46,28 @@ def test_letter_schema_allows_only_option_letters() -> None:
     assert '"A"' in schema and '"D"' in schema and '"E"' not in schema
 
 
+class Recording(ChatEngine):
+    """Passes requests to a real engine and keeps what it answered."""
+
+    def __init__(self, engine: ChatEngine):
+        self.engine, self.model_name, self.answers = engine, engine.model_name, []
+
+    def _complete(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
+        raws = self.engine._complete(requests)
+        self.answers += [json.loads(r.text)["answer"] for r in raws]
+        return raws
+
+
 @pytest.mark.slow
 def test_judge_on_vllm_tiny(tiny_engine) -> None:
-    """Constrained decoding always yields a letter, so every item gets a confidence in [0, 1]."""
+    """On a real engine, constrained decoding always yields a letter, and each item's confidence
+    is exactly the share of its sampled letters that name the gold: the EU gold is A (emotion)
+    and B (cause), the EA gold is B."""
     items = [parse_item(EU), parse_item(EA)]
-    scored, stats = judge_confidence(items, tiny_engine, JudgeConfig(engine=EngineConfig(), samples=2))
-    assert stats["failed_requests"] == 0
-    assert all(it.confidence is not None and 0.0 <= it.confidence <= 1.0 for it in scored)
+    judge = Recording(tiny_engine)
+    scored, stats = judge_confidence(items, judge, JudgeConfig(engine=EngineConfig(), samples=3))
+    assert stats["failed_requests"] == 0 and len(judge.answers) == 9
+    emotion, cause, ea = judge.answers[0:3], judge.answers[3:6], judge.answers[6:9]
+    expected_eu = (emotion.count("A") / 3 + cause.count("B") / 3) / 2
+    assert scored[0].confidence == pytest.approx(expected_eu, abs=1e-4)
+    assert scored[1].confidence == pytest.approx(ea.count("B") / 3, abs=1e-4)

@@ -64,17 +64,23 @@ def test_base_rows_mixed_with_lora_rows_get_no_adapter(tiny_engine):
     assert mixed[0].text != alone and mixed[1].text == mixed[3].text
 
 
-def test_unknown_adapter_is_a_row_error_not_a_crash(tiny_engine):
-    ok, bad = tiny_engine.chat([ChatRequest(messages=_conv("hi"), sampling=GREEDY),
-                                ChatRequest(messages=_conv("hi"), sampling=GREEDY, adapter="nope")])
-    assert ok.ok
-    assert bad.error is not None and bad.error.kind == "engine" and "nope" in bad.error.message
+def test_unknown_adapter_is_a_configuration_error_not_row_errors(tiny_engine):
+    """A misspelt adapter is the recipe's fault: one error naming it before anything runs, never a
+    column of per-row failures in the outputs."""
+    from ec2er.errors import ConfigError
+
+    tiny_engine.check_adapters(["lora_a", "lora_b"])
+    with pytest.raises(ConfigError, match="unknown adapter.*nope"):
+        tiny_engine.check_adapters(["lora_a", "nope"])
+    with pytest.raises(ConfigError, match="nope"):
+        tiny_engine.chat([ChatRequest(messages=_conv("hi"), sampling=GREEDY),
+                          ChatRequest(messages=_conv("hi"), sampling=GREEDY, adapter="nope")])
 
 
 def test_too_long_prompt_fails_only_its_row(tiny_engine):
     results = tiny_engine.chat([ChatRequest(messages=_conv("hi"), sampling=GREEDY),
                                 ChatRequest(messages=_conv("word " * 3000), sampling=GREEDY)])
-    assert results[0].ok and results[1].error.kind == "engine"
+    assert results[0].ok and results[1].error.kind == "rejected" and not results[1].error.transient
 
 
 def test_smollm2_returns_a_validated_supervisor_verdict(smollm2_engine):

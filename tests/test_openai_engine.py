@@ -5,22 +5,25 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from fakes import LoopbackServer, send_json
 
 from ec2er.config import EngineConfig, SamplingConfig
 from ec2er.llm import ChatRequest, build_engine
 from ec2er.schemas import ReasonedAnswer
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """Answers chat completions; fails the first ``fail_first`` calls with ``fail_status``."""
 
     def __init__(self, fail_first: int = 0, fail_status: int = 429, delay_s: float = 0.0,
-                 reply: str = '{"reasoning": "r", "answer": "B"}'):
+                 reply: str = '{"reasoning": "r", "answer": "B"}', retry_after_ms: int | None = 10):
         self.fail_first, self.fail_status, self.delay_s, self.reply = fail_first, fail_status, delay_s, reply
+        self.retry_after_ms = retry_after_ms
         self.bodies: list[dict] = []
+        self.arrivals: list[float] = []  # monotonic time of each request
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
         fake = self
@@ -32,6 +35,7 @@ class FakeOpenAI:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake.lock:
+                    fake.arrivals.append(time.monotonic())
                     fake.bodies.append(body)
                     n = len(fake.bodies)
                     fake.in_flight += 1
@@ -39,9 +43,10 @@ class FakeOpenAI:
                 try:
                     time.sleep(fake.delay_s)
                     if n <= fake.fail_first:
-                        self._send(fake.fail_status, {"error": {"message": "slow down"}}, {"retry-after-ms": "10"})
+                        hint = {} if fake.retry_after_ms is None else {"retry-after-ms": str(fake.retry_after_ms)}
+                        send_json(self, fake.fail_status, {"error": {"message": "slow down"}}, hint)
                     else:
-                        self._send(200, {
+                        send_json(self, 200, {
                             "id": f"c{n}", "object": "chat.completion", "created": 0, "model": body["model"],
                             "choices": [{"index": 0, "finish_reason": "stop",
                                          "message": {"role": "assistant", "content": fake.reply}}],
@@ -51,30 +56,7 @@ class FakeOpenAI:
                     with fake.lock:
                         fake.in_flight -= 1
 
-            def _send(self, status, obj, headers=None):
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def _engine(fake: FakeOpenAI, **kw):
@@ -112,19 +94,34 @@ def test_sampling_maps_onto_the_openai_body():
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])
-def test_retries_with_backoff_on_429_and_5xx(status):
+def test_retries_on_429_and_5xx(status):
     with FakeOpenAI(fail_first=2, fail_status=status) as fake:
         (result,) = _engine(fake, max_retries=3).chat([_req(0)])
     assert result.ok and len(fake.bodies) == 3
 
 
+def test_retry_waits_back_off_exponentially_or_as_the_server_asks():
+    """Without a hint from the server the waits grow exponentially (the client's 0.5 s x 2^n,
+    less up to 25% jitter); with a Retry-After hint the client waits what the server asked."""
+    status = 503
+    with FakeOpenAI(fail_first=2, fail_status=status, retry_after_ms=None) as fake:
+        (result,) = _engine(fake, max_retries=3).chat([_req(0)])
+    assert result.ok and len(fake.bodies) == 3
+    first, second = (b - a for a, b in zip(fake.arrivals, fake.arrivals[1:]))
+    assert 0.35 <= first < 0.75 and 0.7 <= second < 1.5 and second > first
+    with FakeOpenAI(fail_first=1, fail_status=status, retry_after_ms=1200) as fake:
+        (result,) = _engine(fake, max_retries=3).chat([_req(0)])
+    assert result.ok and fake.arrivals[1] - fake.arrivals[0] >= 1.15
+
+
 def test_exhausted_retries_and_client_errors_are_typed_per_row():
     with FakeOpenAI(fail_first=100, fail_status=429) as fake:
         (result,) = _engine(fake, max_retries=1).chat([_req(0)])
-    assert result.error.kind == "http" and "429" in result.error.message
+    assert result.error.kind == "http" and "429" in result.error.message and result.error.transient
     with FakeOpenAI(fail_first=100, fail_status=400) as fake:
         (result,) = _engine(fake, max_retries=3).chat([_req(0)])
-    assert result.error.kind == "http" and len(fake.bodies) == 1  # 4xx other than 408/409/429: no retry
+    # 4xx other than 408/409/429: the request's own fault, not retried now nor worth a later run
+    assert result.error.kind == "rejected" and not result.error.transient and len(fake.bodies) == 1
 
 
 def test_timeout_is_a_typed_error():

@@ -17,10 +17,10 @@ from pydantic import BaseModel, create_model
 
 from ec2er.config import SamplingConfig
 from ec2er.curation.config import JudgeConfig
-from ec2er.curation.positions import LETTERS, option_fields
 from ec2er.llm import ChatEngine, ChatRequest
-from ec2er.schemas import EUItem, Item
-from ec2er.schemas.training import ea_question, eu_cause_question, eu_emotion_question, format_question_block
+from ec2er.schemas import Item
+from ec2er.schemas.facts import LETTERS
+from ec2er.schemas.training import format_question_block, item_questions
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,11 @@ def letter_model(n_options: int) -> type[BaseModel]:
     return create_model(f"JudgeAnswer{n_options}", answer=(letters, ...))
 
 
-def questions(item: Item) -> list[tuple[str, list[str], str]]:
-    """(question, options, gold) for every question an item asks."""
-    if isinstance(item, EUItem):
-        return [(eu_emotion_question(item.subject), item.emotion_choices, item.emotion_label),
-                (eu_cause_question(item.subject, item.emotion_label), item.cause_choices, item.cause_label)]
-    (field, gold_field), = option_fields(item)
-    return [(ea_question(item.subject, item.question_type), getattr(item, field), getattr(item, gold_field))]
-
-
 def judge_confidence(items: list[Item], engine: ChatEngine, cfg: JudgeConfig) -> tuple[list[Item], dict[str, Any]]:
     """Items with ``confidence`` (and flags) set from one batched engine call."""
     requests, slots = [], []
     for i, item in enumerate(items):
-        for q, (question, options, gold) in enumerate(questions(item)):
+        for q, (_, question, options, gold) in enumerate(item_questions(item)):
             prompt = JUDGE_USER.format(block=format_question_block(item.scenario, question, options))
             for s in range(cfg.samples):
                 requests.append(ChatRequest(

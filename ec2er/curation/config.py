@@ -7,14 +7,20 @@ from typing import Literal
 from pydantic import Field
 
 from ec2er.config import EngineConfig, StrictModel
+from ec2er.schemas.checks import ItemLimits
 
 
-class ValidateConfig(StrictModel):
+class ValidateConfig(ItemLimits, StrictModel):
+    """Curation's checks: the structural limits every valid item meets (option counts, from
+    ``ec2er.schemas.facts`` by default) and curation's quality thresholds."""
+
     min_words: int = Field(50, ge=1, description="scenario length bounds (CJK: one character = one word)")
     max_words: int = Field(500, ge=1)
-    eu_emotion_options: int = Field(6, ge=2)
-    eu_cause_options: tuple[int, int] = (4, 6)
-    ea_options: int = Field(4, ge=2)
+    quality: Literal["reject", "flag", "skip"] = Field(
+        "reject", description="curation's quality checks (scenario length, leaked emotion, subject, "
+                              "explanation): reject failing items; flag them (kept, the codes in their "
+                              "'flags', counted in the data card: for small demo generators whose items "
+                              "almost all fail); or skip them (structural checks only: random plumbing models)")
     # The explanation must favour the gold option: a distractor scoring this much above the gold
     # (rapidfuzz token_set_ratio of content words, 0-100) fails the item.
     explanation_margin: float = Field(10.0, ge=0.0, le=100.0)
@@ -57,6 +63,8 @@ class CurateConfig(StrictModel):
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
     judge: JudgeConfig | None = None
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    note: str | None = Field(None, description="said first in the data card (what the items' generator can "
+                                               "and cannot do, thresholds relaxed for it)")
     seed: int = 0
     # Repeated dialogue turns: a turn this similar (rapidfuzz ratio/100) to an earlier one is dropped.
     repeat_turn_threshold: float = Field(0.9, gt=0.0, le=1.0)

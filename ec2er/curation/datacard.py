@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ec2er.curation.dedup import tokenize  # noqa: E402
 from ec2er.io import write_text  # noqa: E402
 from ec2er.schemas import Item  # noqa: E402
+from ec2er.schemas.facts import CuratedFiles  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> str:
@@ -61,7 +62,8 @@ def write_datacard(out_dir: Path, stats: dict[str, Any], train: list[Item], val:
     cat_png = plot_categories(stats["distribution"]["train+val"], plots / "categories.png")
     pos_png = plot_positions(stats["positions"]["train"], plots / "gold_positions.png")
     len_png = plot_lengths(train + val, plots / "scenario_lengths.png")
-    lines = ["# Data card: curated emotional-reasoning items", "",
+    note = stats["config"].get("note")
+    lines = ["# Data card: curated emotional-reasoning items", "", *([f"> {note}", ""] if note else []),
              f"Input: `{stats['input']}`. Items read: {stats['counts']['read']}; kept: {stats['counts']['kept']} "
              f"(train {stats['counts']['train']}, val {stats['counts']['val']}); rejected: "
              f"{stats['counts']['rejected']}.", "", "## Kept items per category", ""]
@@ -70,6 +72,9 @@ def write_datacard(out_dir: Path, stats: dict[str, Any], train: list[Item], val:
     lines += [f"![categories](plots/{cat_png})", "", "## Rejection reasons", "",
               "An item may fail several checks; each is counted.", "",
               *_table(("reason", "items"), stats["rejections"]), "",
+              *(["## Kept, flagged", "", "Quality checks the recipe only flags (`checks.quality: flag`): these items "
+                 "were kept and carry the codes in their `flags`.", "",
+                 *_table(("flag", "items"), stats["kept_with_flags"]), ""] if stats["kept_with_flags"] else []),
               "## Decontamination", "",
               f"Benchmark: {stats['decontamination'].get('benchmark')}; items dropped: "
               f"{stats['decontamination'].get('dropped', 0)}.", "",
@@ -83,6 +88,6 @@ def write_datacard(out_dir: Path, stats: dict[str, Any], train: list[Item], val:
               *_table(("measure", "value"), stats["confidence"]), "",
               "## Language", "", *_table(("language", "items"),
                                          dict(Counter(i.language.value for i in train + val))), ""]
-    path = out_dir / "DATACARD.md"
+    path = out_dir / CuratedFiles.DATACARD
     write_text(path, "\n".join(lines))
     return path

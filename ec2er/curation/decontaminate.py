@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from rapidfuzz import fuzz, process
 
-from ec2er.curation.validate import content_words
+from ec2er.curation.quality import content_words
 from ec2er.errors import DataError
 from ec2er.io import read_jsonl
 

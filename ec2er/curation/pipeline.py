@@ -9,6 +9,7 @@ written atomically; rerunning on the same input and recipe gives the same files 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import Counter, defaultdict
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ec2er.curation import validate as v
+from ec2er.curation import quality as v
 from ec2er.curation.balance import distribution, over_quota
 from ec2er.curation.config import CurateConfig
 from ec2er.curation.confidence import judge_confidence, no_judge_stats
@@ -31,10 +32,10 @@ from ec2er.errors import DataError
 from ec2er.io import iter_jsonl, write_json, write_jsonl
 from ec2er.llm import ChatEngine
 from ec2er.schemas import Item
+from ec2er.schemas.facts import CuratedFiles, GenerationFiles
 
 log = logging.getLogger(__name__)
-ITEM_FILES = ("eu.jsonl", "ea.jsonl")
-DIALOGUE_FILE = "dialogues.jsonl"
+MALFORMED_SHOWN = 5  # malformed input lines named on the console (all are in rejects.jsonl)
 
 
 @dataclass
@@ -58,17 +59,42 @@ class Record:
                 "reasons": [r.model_dump() for r in self.reasons], "item": self.raw}
 
 
-def read_records(input_dir: Path) -> list[Record]:
-    paths = [input_dir / name for name in ITEM_FILES if (input_dir / name).is_file()]
+def _input_lines(input_dir: Path):
+    """(file, line, object or DataError) of every item: from a generation run's results (where
+    'file' names the results file and the dialogue, 'line' the item within it), or from
+    eu.jsonl / ea.jsonl files (an exported run, or items from elsewhere)."""
+    from ec2er.generation.outputs import RESULTS, iter_items
+
+    if (input_dir / RESULTS).is_dir():
+        for where, n, text in iter_items(str(input_dir)):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                obj = DataError(f"{where}:{n}: invalid JSON ({e.msg})")
+            yield where, n, obj
+        return
+    paths = [input_dir / name for name in GenerationFiles.ITEMS if (input_dir / name).is_file()]
     if not paths:
-        raise DataError(f"{input_dir}: no {' or '.join(ITEM_FILES)} to curate")
-    records = []
+        raise DataError(f"{input_dir}: no {RESULTS}/ folder and no {' or '.join(GenerationFiles.ITEMS)} to curate")
     for path in paths:
         for line, obj in iter_jsonl(path):
-            if isinstance(obj, DataError):
-                records.append(Record(str(path), line, None, reasons=[v.Reason(code=v.MALFORMED_LINE, detail=str(obj))]))
-            else:
-                records.append(Record(str(path), line, obj))
+            yield str(path), line, obj
+
+
+def read_input_lines(input_dir: Path) -> list[Record]:
+    """Every item of the generation run as a Record; a malformed line becomes a reject (named on
+    the console: the first few by file and line, then a count)."""
+    records, malformed = [], []
+    for where, line, obj in _input_lines(input_dir):
+        if isinstance(obj, DataError):
+            malformed.append(str(obj))
+            records.append(Record(where, line, None, reasons=[v.Reason(code=v.MALFORMED_LINE, detail=str(obj))]))
+        else:
+            records.append(Record(where, line, obj))
+    for message in malformed[:MALFORMED_SHOWN]:
+        log.warning("rejected a malformed line: %s", message)
+    if len(malformed) > MALFORMED_SHOWN:
+        log.warning("... and %d more malformed lines (all in %s)", len(malformed) - MALFORMED_SHOWN, CuratedFiles.REJECTS)
     return records
 
 
@@ -139,13 +165,22 @@ def stratified_split(items: list[Item], fraction: float, seed: int) -> tuple[lis
     return sorted(train, key=lambda it: order[id(it)]), sorted(val, key=lambda it: order[id(it)])
 
 
+def _dialogue_rows(input_dir: Path) -> list[tuple[str, int, Any]] | None:
+    from ec2er.generation.outputs import RESULTS, iter_result_batches
+
+    if (input_dir / RESULTS).is_dir():
+        return [(path, i, json.loads(text)) for path, batch in iter_result_batches(str(input_dir), ["dialogue"])
+                for i, text in enumerate(batch.column(0).to_pylist()) if text is not None]
+    path = input_dir / GenerationFiles.DIALOGUES
+    return [(str(path), line, obj) for line, obj in iter_jsonl(path)] if path.is_file() else None
+
+
 def _dialogues(input_dir: Path, out_dir: Path, cfg: CurateConfig) -> dict[str, Any]:
-    path = input_dir / DIALOGUE_FILE
-    if not path.is_file():
+    rows = _dialogue_rows(input_dir)
+    if rows is None:
         return {"present": False}
-    rows = [(str(path), line, obj) for line, obj in iter_jsonl(path)]
     dialogues, report = clean_dialogues(rows, cfg.repeat_turn_threshold)
-    write_jsonl(out_dir / DIALOGUE_FILE, dialogues)
+    write_jsonl(out_dir / CuratedFiles.DIALOGUES, dialogues)
     return {"present": True, "dialogues": report.dialogues, "turns_dropped": report.turns_dropped,
             "speaker_tags_normalized": report.speakers_renamed, "invalid": report.invalid}
 
@@ -156,7 +191,7 @@ def curate(input_dir: Path, out_dir: Path, cfg: CurateConfig, judge: ChatEngine 
         from ec2er.ray_utils import init_ray
 
         init_ray()
-    records = read_records(input_dir)
+    records = read_input_lines(input_dir)
     log.info("curate: %d input lines from %s", len(records), input_dir)
     _validate(records, cfg)
     decontamination = _decontaminate(records, cfg)
@@ -175,16 +210,17 @@ def curate(input_dir: Path, out_dir: Path, cfg: CurateConfig, judge: ChatEngine 
         "counts": {"read": len(records), "kept": len(kept), "train": len(train), "val": len(val),
                    "rejected": len(rejects)},
         "rejections": dict(Counter(code for r in rejects for code in {x.code for x in r.reasons}).most_common()),
+        "kept_with_flags": dict(Counter(f for it in train + val for f in it.flags or []).most_common()),
         "distribution": {"train+val": distribution(train + val), "train": distribution(train),
                          "val": distribution(val)},
         "positions": {"train": position_stats(train), "val": position_stats(val)},
         "decontamination": decontamination, "dedup": dedup, "confidence": confidence,
         "dialogues": _dialogues(input_dir, out_dir, cfg),
     }
-    write_jsonl(out_dir / "train.jsonl", train)
-    write_jsonl(out_dir / "val.jsonl", val)
-    write_jsonl(out_dir / "rejects.jsonl", [r.reject_line() for r in rejects])
-    write_json(out_dir / "stats.json", stats)
+    write_jsonl(out_dir / CuratedFiles.TRAIN, train)
+    write_jsonl(out_dir / CuratedFiles.VAL, val)
+    write_jsonl(out_dir / CuratedFiles.REJECTS, [r.reject_line() for r in rejects])
+    write_json(out_dir / CuratedFiles.STATS, stats)
     write_datacard(out_dir, stats, train, val)
     log.info("curate: kept %d (train %d, val %d), rejected %d -> %s", len(kept), len(train), len(val),
              len(rejects), out_dir)

@@ -7,27 +7,14 @@ one), the distractors then shuffled around it. Stats record the histogram and a 
 
 from __future__ import annotations
 
-import string
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 from scipy.stats import chisquare
 
-from ec2er.schemas import EUItem, Item
-
-LETTERS = string.ascii_uppercase
-
-
-def option_fields(item: Item) -> list[tuple[str, str]]:
-    """(choices attribute, gold attribute) of an item."""
-    if isinstance(item, EUItem):
-        return [("emotion_choices", "emotion_label"), ("cause_choices", "cause_label")]
-    return [("choices", "label")]
-
-
-def gold_position(item: Item, field: str, gold_field: str) -> int:
-    return getattr(item, field).index(getattr(item, gold_field))
+from ec2er.schemas import Item
+from ec2er.schemas.facts import LETTERS
 
 
 def balance_positions(items: list[Item], seed: int) -> list[Item]:
@@ -35,18 +22,18 @@ def balance_positions(items: list[Item], seed: int) -> list[Item]:
     rng = np.random.default_rng(seed)
     updates: list[dict[str, list[str]]] = [{} for _ in items]
     groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    fields = {f.choices: f for item in items for f in item.OPTION_FIELDS}
     for i, item in enumerate(items):
-        for field, _ in option_fields(item):
-            groups[(field, len(getattr(item, field)))].append(i)
-    for (field, n_options), members in sorted(groups.items()):
+        for f in item.OPTION_FIELDS:
+            groups[(f.choices, len(getattr(item, f.choices)))].append(i)
+    for (choices, n_options), members in sorted(groups.items()):
         targets = np.arange(len(members)) % n_options
         rng.shuffle(targets)
         for i, target in zip(members, targets, strict=True):
-            gold_field = dict(option_fields(items[i]))[field]
-            gold = getattr(items[i], gold_field)
-            others = [c for c in getattr(items[i], field) if c != gold]
+            gold = getattr(items[i], fields[choices].gold)
+            others = [c for c in getattr(items[i], choices) if c != gold]
             others = [others[j] for j in rng.permutation(len(others))]
-            updates[i][field] = others[:target] + [gold] + others[target:]
+            updates[i][choices] = others[:target] + [gold] + others[target:]
     return [item.model_copy(update=u) for item, u in zip(items, updates, strict=True)]
 
 
@@ -56,8 +43,9 @@ def position_stats(items: list[Item]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     by_field: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for item in items:
-        for field, gold_field in option_fields(item):
-            by_field[field].append((len(getattr(item, field)), gold_position(item, field, gold_field)))
+        for f in item.OPTION_FIELDS:
+            options, gold = getattr(item, f.choices), getattr(item, f.gold)
+            by_field[f.choices].append((len(options), options.index(gold)))
     for field, rows in sorted(by_field.items()):
         counts = np.bincount([n for n, _ in rows])
         n_options = int(np.argmax(counts))

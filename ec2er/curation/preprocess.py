@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rapidfuzz import fuzz
 
 from ec2er.curation.dedup import normalize
-from ec2er.curation.validate import content_words
+from ec2er.curation.quality import content_words
 from ec2er.io import format_validation_error
 from ec2er.schemas import Dialogue, normalize_speaker
 

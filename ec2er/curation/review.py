@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ec2er.curation.confidence import questions
-from ec2er.curation.positions import LETTERS
 from ec2er.errors import DataError
 from ec2er.io import atomic_open, read_records, write_text
 from ec2er.schemas import parse_item
-from ec2er.schemas.training import format_options
+from ec2er.schemas.facts import LETTERS
+from ec2er.schemas.training import format_options, item_questions
 
 SHEET_COLUMNS = ("row_id", "qid", "task", "scenario", "question", "options", "gold", "explanation", "judgment",
                  "comment")
@@ -33,7 +32,7 @@ def export_sample(train_path: Path, n: int, out_dir: Path, seed: int = 0) -> lis
     rows = []
     for i in chosen:
         item = items[i]
-        for q, (question, options, gold) in enumerate(questions(item)):
+        for q, (_, question, options, gold) in enumerate(item_questions(item)):
             rows.append({"row_id": f"{item.qid}:{q}", "qid": item.qid, "task": item.task.value,
                          "scenario": item.scenario, "question": question, "options": format_options(options),
                          "gold": LETTERS[options.index(gold)], "explanation": item.explanation or "",

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ec2er.adapters import DEFAULT_REGISTRY
 from ec2er.config import EngineConfig, SamplingConfig, StrictModel
 from ec2er.schemas.taxonomy import Language, Task
 
@@ -21,11 +22,19 @@ class ModelSpec(StrictModel):
                       description="label in the results and in file names: letters, digits, '_', '.', "
                                   "'-' ('+' is reserved for '<base>+<adapter>')")
     engine: EngineConfig
-    adapters: dict[str, str] = Field(default_factory=dict, description="adapter name -> peft folder")
+    adapters: dict[str, str] = Field(
+        default_factory=dict, description="label -> adapter: a registry name (<family>-v<N>, looked up in "
+                                          "the recipe's registry; on an endpoint, the name it serves) or a "
+                                          "peft folder. A list of registry names labels each by its name.")
     init_if_missing: bool = Field(
-        False, description="create a fresh peft LoRA (random B) at an adapter path that does not "
-                           "exist yet: a stand-in until the training stage has produced one")
+        False, description="plumbing tests only: create a fresh random peft LoRA at an adapter folder "
+                           "that does not exist yet")
     evaluate_base: bool = True
+
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _names_as_labels(cls, v: object) -> object:
+        return {name: name for name in v} if isinstance(v, list) else v
 
     @field_validator("adapters")
     @classmethod
@@ -83,6 +92,7 @@ class EvalConfig(StrictModel):
     models: list[ModelSpec] = Field(min_length=1)
     sampling: ProtocolSampling = ProtocolSampling()
     output_dir: Path = Path("runs/eval")
+    registry: Path = Field(DEFAULT_REGISTRY, description="the adapter registry registry names are looked up in")
     bootstrap_samples: int = Field(1000, ge=0, description="0 disables confidence intervals")
     seed: int = 0
     ray_address: str | None = None
@@ -95,4 +105,8 @@ class EvalConfig(StrictModel):
             raise ValueError(f"model names must be unique: {names}")
         if len(set(self.protocols)) != len(self.protocols):
             raise ValueError(f"protocols listed twice: {self.protocols}")
+        remote = [m.name for m in self.models if m.engine.kind != "vllm"]
+        if "loglik" in self.protocols and remote:
+            raise ValueError(f"protocols: loglik needs prompt log-probabilities from an in-process vLLM "
+                             f"engine; {', '.join(remote)} run on an endpoint")
         return self

@@ -18,7 +18,7 @@ import re
 import json_repair
 from rapidfuzz import fuzz, process
 
-from ec2er.schemas.training import LETTERS
+from ec2er.schemas.facts import LETTERS
 
 FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 STRICT_LETTER = re.compile(r"^[A-Z]$")

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from ec2er.evaluation.rotation import rotate
 from ec2er.schemas.items import EAItem, EUItem, Item
+from ec2er.schemas.facts import LETTERS
 from ec2er.schemas.training import (
-    LETTERS,
     ea_question,
     eu_cause_question,
     eu_emotion_question,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,8 +44,8 @@ class Prediction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="'<base>' or '<base>+<adapter>'")
-    base_model: str
-    adapter: str | None = None
+    base_model: str = Field("", description="derived from model when absent")
+    adapter: str | None = Field(None, description="derived from model when absent")
     protocol: Protocol
     language: Language
     task: Task
@@ -63,6 +63,15 @@ class Prediction(BaseModel):
     option_scores: dict[str, list[float]] | None = Field(
         None, description="loglik: length-normalised log-likelihood per option, benchmark order")
     error: str | None = Field(None, description="engine error for this row, if any")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_base_and_adapter(cls, data: Any) -> Any:
+        """Files from other tools carry only ``model``: '<base>+<adapter>' splits into the two."""
+        if isinstance(data, dict) and not data.get("base_model") and isinstance(data.get("model"), str):
+            base, _, adapter = data["model"].partition("+")
+            data = {**data, "base_model": base, "adapter": data.get("adapter") or adapter or None}
+        return data
 
     @model_validator(mode="after")
     def _answer_shape(self) -> Prediction:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ec2er.errors import DataError
 from ec2er.evaluation.data import item_key, load_benchmark
@@ -25,9 +26,14 @@ class Rescore:
     changed: int  # rows whose stored answer or correctness differed from the recomputed one
 
 
+def audited_prediction(obj: dict[str, Any]) -> Prediction:
+    """A predictions line from any tool: the documented keys are read, any other key ignored."""
+    return Prediction.model_validate({k: v for k, v in obj.items() if k in Prediction.model_fields})
+
+
 def rescore(predictions: Path, benchmark: str | Path, output: Path, *, bootstrap_samples: int = 1000,
             seed: int = 0) -> Rescore:
-    stored = read_records(predictions, Prediction)
+    stored = read_records(predictions, audited_prediction)
     if not stored:
         raise DataError(f"{predictions}: no predictions")
     index = {item_key(i): i for i in load_benchmark(benchmark)}

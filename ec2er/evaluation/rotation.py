@@ -6,7 +6,7 @@ benchmark's own letters before it is stored, so rotation never leaks into scorin
 
 from __future__ import annotations
 
-from ec2er.schemas.training import LETTERS
+from ec2er.schemas.facts import LETTERS
 
 
 def rotate(choices: list[str], rotation: int) -> list[str]:

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ec2er.config import SamplingConfig
+from ec2er.config import EngineConfig, SamplingConfig
 from ec2er.errors import ConfigError
 from ec2er.evaluation.config import EvalConfig, ModelSpec, Protocol
 from ec2er.evaluation.data import item_key
@@ -33,10 +33,11 @@ from ec2er.evaluation.prompts import (
 )
 from ec2er.evaluation.records import EUAnswer, Prediction, write_predictions
 from ec2er.evaluation.scoring import grade, option_lists, read_answers
-from ec2er.io import read_records
+from ec2er.io import check_writable, read_records
 from ec2er.llm import ChatEngine, ChatRequest, ChatResult, build_engine
 from ec2er.schemas.items import EUItem, Item
-from ec2er.schemas.training import LETTERS
+from ec2er.stage import Endpoint
+from ec2er.schemas.facts import LETTERS
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +111,10 @@ def _loglik(engine: ChatEngine, base: str, variants: Sequence[Variant], items: S
     Only on engines without LoRA (see VLLMEngine.loglikelihoods): a model evaluated with adapters
     gets no loglik rows, and the log says so; list the base model again without adapters (under
     another name) to score it by log-likelihood."""
-    if not hasattr(engine, "loglikelihoods"):
-        raise ConfigError(f"{base}: the loglik protocol needs a vLLM engine (prompt log-probabilities)")
-    if getattr(engine, "lora_enabled", False):
-        log.warning("%s: loglik skipped: vLLM cannot compute prompt log-probabilities with LoRA "
-                    "enabled (vllm-project/vllm#16668); evaluate the base model alone for loglik", base)
+    if not engine.supports_loglikelihoods:
+        log.warning("%s: loglik skipped: this engine cannot score log-likelihoods (vLLM computes prompt "
+                    "log-probabilities wrongly with LoRA enabled, vllm-project/vllm#16668); evaluate "
+                    "the base model alone, under another name, for loglik", base)
         return []
     rows = [(item, part, prompt, option) for item in items
             for part, (prompt, options) in loglik_requests(item).items() for option in options]
@@ -144,11 +144,20 @@ def predict(engine: ChatEngine, base: str, variants: Sequence[Variant], items: S
     return preds
 
 
+# max_lora_rank values vLLM accepts
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
 def engine_config(spec: ModelSpec):
-    """The spec's engine with its adapters loaded (a vLLM engine needs room for all of them)."""
+    """The spec's engine with its adapters loaded: a vLLM engine needs room for all of them, and a
+    max_lora_rank no smaller than the largest adapter's rank (read from its adapter_config.json)."""
     update: dict[str, object] = {"adapters": dict(spec.adapters)}
     if spec.adapters and spec.engine.kind == "vllm":
-        update |= {"enable_lora": True, "max_loras": max(spec.engine.max_loras, len(spec.adapters))}
+        ranks = [json.loads(Path(path, "adapter_config.json").read_text(encoding="utf-8")).get("r", 0)
+                 for path in spec.adapters.values() if Path(path, "adapter_config.json").is_file()]
+        need = max([spec.engine.max_lora_rank, *ranks])
+        update |= {"enable_lora": True, "max_loras": max(spec.engine.max_loras, len(spec.adapters)),
+                   "max_lora_rank": next((r for r in VLLM_LORA_RANKS if r >= need), need)}
     return spec.engine.model_copy(update=update)
 
 
@@ -229,19 +238,84 @@ def _predict_on_ray(config: EvalConfig, specs: list[ModelSpec], items: list[Item
     return parts
 
 
-def ensure_adapters(config: EvalConfig) -> None:
-    """Create the fresh adapters that recipes with ``init_if_missing`` ask for; any other missing
-    adapter folder is a config error before an engine starts."""
-    from ec2er.models.adapters import init_lora_adapter
+def resolve_adapters(config: EvalConfig) -> EvalConfig:
+    """The config with every adapter resolved, before any engine starts: for vLLM engines a
+    registry name or a folder becomes its folder; on an endpoint a registry name is the name it
+    is served under. Anything else is a ConfigError naming the model and the adapter."""
+    from ec2er.adapters import ADAPTER_CONFIG, AdapterRegistry
+    from ec2er.models.random_lora import init_lora_adapter
+
+    registry = AdapterRegistry(config.registry)
+    models = []
+    for spec in config.models:
+        resolved: dict[str, str] = {}
+        for label, ref in spec.adapters.items():
+            folder = registry.find(ref)
+            if spec.engine.kind != "vllm":
+                resolved[label] = ref  # the endpoint checks it serves the name when the engine starts
+            elif folder is not None:
+                resolved[label] = str(folder)
+            elif Path(ref, ADAPTER_CONFIG).is_file():
+                resolved[label] = ref
+            elif spec.init_if_missing:
+                log.info("%s: creating a fresh random LoRA adapter %r at %s", spec.name, label, ref)
+                resolved[label] = str(init_lora_adapter(spec.engine.model, ref, rank=min(8, spec.engine.max_lora_rank),
+                                                        random_b=True))
+            else:
+                raise ConfigError(f"models.{spec.name}.adapters.{label}: {ref!r} is neither an adapter in the "
+                                  f"registry {config.registry} ({', '.join(registry.names()) or 'empty'}) "
+                                  "nor a peft adapter folder")
+        models.append(spec.model_copy(update={"adapters": resolved}))
+    return config.model_copy(update={"models": models})
+
+
+def attach_upstream_adapters(config: EvalConfig, names: Sequence[str]) -> EvalConfig:
+    """Evaluate each adapter an upstream stage (training) published beside the model it was
+    trained from: the model whose engine loads the adapter's base model."""
+    from ec2er.adapters import AdapterRegistry
+
+    if not names:
+        return config
+    registry = AdapterRegistry(config.registry)
+    models = [m.model_copy(deep=True) for m in config.models]
+    for name in names:
+        base = registry.get(name).base_model
+        spec = next((m for m in models if m.engine.model == base), None)
+        if spec is None:
+            raise ConfigError(f"adapter {name} was trained from {base}, which no model of the evaluation "
+                              f"recipe loads ({', '.join(m.engine.model for m in models)})")
+        spec.adapters[name] = name
+    return config.model_copy(update={"models": models})
+
+
+def through_endpoint(config: EvalConfig, endpoint: Endpoint | None) -> EvalConfig:
+    """Each model the endpoint serves (its base model, with its adapters by registry name) is
+    called through it, as a user would; the others keep their own engines."""
+    if endpoint is None:
+        return config
+    models = []
+    for spec in config.models:
+        if spec.engine.kind == "vllm" and spec.engine.model == endpoint.model:
+            if "loglik" in config.protocols:
+                raise ConfigError(f"models.{spec.name}: the loglik protocol needs an in-process engine, "
+                                  f"not the endpoint {endpoint.url}")
+            engine = EngineConfig(kind="openai", model=endpoint.served_name, base_url=endpoint.url,
+                                  api_key_env=endpoint.api_key_env or "EC2ER_API_KEY",
+                                  max_concurrency=spec.engine.max_concurrency, timeout_s=600.0,
+                                  max_reasks=spec.engine.max_reasks, structured_outputs=spec.engine.structured_outputs)
+            spec = spec.model_copy(update={"engine": engine})
+        models.append(spec)
+    return config.model_copy(update={"models": models})
+
+
+def check_models(config: EvalConfig) -> None:
+    """Each model can be had and each endpoint serves its adapters: found before Ray starts."""
+    from ec2er.llm import check_engine
 
     for spec in config.models:
-        for name, path in spec.adapters.items():
-            if spec.engine.kind != "vllm" or Path(path, "adapter_config.json").is_file():
-                continue  # an endpoint's adapters live on its server
-            if not spec.init_if_missing:
-                raise ConfigError(f"models.{spec.name}.adapters.{name}: no peft adapter at {path}")
-            log.info("%s: creating a fresh LoRA adapter %r at %s", spec.name, name, path)
-            init_lora_adapter(spec.engine.model, path, rank=min(8, spec.engine.max_lora_rank), random_b=True)
+        check_engine(spec.engine)
+        if spec.engine.kind != "vllm" and spec.adapters:
+            build_engine(engine_config(spec)).check_adapters(list(spec.adapters))
 
 
 def evaluate(config: EvalConfig, output: Path | None = None) -> dict[str, Path]:
@@ -252,7 +326,9 @@ def evaluate(config: EvalConfig, output: Path | None = None) -> dict[str, Path]:
     out = output or config.output_dir
     benchmark = load_benchmark(config.data.benchmark)
     items = select_items(benchmark, config.data)
-    ensure_adapters(config)
+    check_writable(out)
+    config = resolve_adapters(config)
+    check_models(config)
     preds = run_models(config, items, Path(out))
     return write_report(out, preds, {item_key(i): i for i in items},
                         bootstrap_samples=config.bootstrap_samples, seed=config.seed)

@@ -24,23 +24,18 @@ from ec2er.evaluation.records import Answer, EUAnswer, Prediction, answer_parsed
 from ec2er.evaluation.rotation import rotate, to_original, to_shown
 from ec2er.schemas.items import EUItem, Item
 from ec2er.schemas.taxonomy import EACategory, EUCoarseCategory
-from ec2er.schemas.training import LETTERS
+from ec2er.schemas.facts import LETTERS
 
 # ---------------------------------------------------------------- per item
 
 
 def option_lists(item: Item) -> dict[str, list[str]]:
     """part -> choices in the benchmark's order (EU: emotion, cause; EA: answer)."""
-    if isinstance(item, EUItem):
-        return {"emotion": item.emotion_choices, "cause": item.cause_choices}
-    return {"answer": item.choices}
+    return {part: options for part, (options, _) in item.options().items()}
 
 
 def gold(item: Item) -> Answer:
-    if isinstance(item, EUItem):
-        return EUAnswer(emotion=LETTERS[item.emotion_choices.index(item.emotion_label)],
-                        cause=LETTERS[item.cause_choices.index(item.cause_label)])
-    return LETTERS[item.choices.index(item.label)]
+    return _as_answer(item, {part: LETTERS[options.index(g)] for part, (options, g) in item.options().items()})
 
 
 def is_correct(item: Item, answer: Answer) -> bool:

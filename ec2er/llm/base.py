@@ -3,29 +3,65 @@
 Engines implement ``_complete`` (a batch of requests in, raw texts out). ``chat`` adds what
 every engine needs on top: validation of structured outputs into the requested pydantic model,
 JSON recovery, and bounded re-asks for the rows that failed, all batched.
+
+What an engine can do beyond chat is declared here, with a default every backend inherits, so a
+new backend cannot silently do less: token counting (exact or a stated estimate), prompt
+log-likelihoods (``supports_loglikelihoods``) and LoRA adapters (``check_adapters`` at start).
 """
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Sequence
 
+from ec2er.errors import ConfigError
 from ec2er.llm.json_recovery import reask_message, recover_json
 from ec2er.llm.types import ChatRequest, ChatResult, GenerationError, RawCompletion
 
 
-class ChatEngine(abc.ABC):
+class ChatEngine:
     """A chat model behind one of several backends (vLLM in-process, an OpenAI endpoint)."""
 
     model_name: str
     max_reasks: int = 1
+    # True when count_tokens uses the model's own tokenizer, False when it estimates.
+    exact_token_counts: bool = False
+    supports_loglikelihoods: bool = False
 
-    @abc.abstractmethod
     def _complete(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
-        """Run every request once; per-row failures come back as ``RawCompletion.error``."""
+        """Run every request once, as one batch; per-row failures come back as
+        ``RawCompletion.error``. Engines implement this, ``_acomplete_one``, or both."""
+        raise NotImplementedError(f"{type(self).__name__} runs requests asynchronously: use achat_one")
 
-    def add_adapter(self, name: str, path: str) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not load LoRA adapters")
+    async def _acomplete_one(self, request: ChatRequest) -> RawCompletion:
+        """Run one request once, concurrently with others (the engine batches whatever is in flight).
+        A dead engine raises ``EngineDead``; anything the request itself causes is a row error."""
+        raise NotImplementedError(f"{type(self).__name__} runs requests in batches: use chat")
+
+    @property
+    def max_in_flight(self) -> int:
+        """How many requests keep this engine busy without queueing uselessly (async callers cap
+        their concurrency at it)."""
+        return 64
+
+    # ---- capabilities ----
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes. Without a local tokenizer (remote endpoints): ~3 characters a
+        token, pessimistic for English BPE vocabularies, so prompts err on the short side."""
+        return len(text) // 3 + 1
+
+    def loglikelihoods(self, prompts: Sequence[list[dict[str, str]]],
+                       continuations: Sequence[str]) -> list[tuple[float, int]]:
+        """(sum of log-probabilities, token count) of each continuation as the reply to its chat
+        prompt. Engines that can score set ``supports_loglikelihoods``."""
+        raise ConfigError(f"{self.model_name}: {type(self).__name__} cannot score log-likelihoods "
+                          "(the loglik protocol needs an in-process vLLM engine without LoRA)")
+
+    def check_adapters(self, names: Sequence[str]) -> None:
+        """Raise a ConfigError naming every adapter in ``names`` this engine cannot serve; called
+        when a stage starts, so an unknown adapter never turns into per-row errors."""
+        if names:
+            raise ConfigError(f"{self.model_name}: {type(self).__name__} serves no LoRA adapters "
+                              f"(asked for {', '.join(names)})")
 
     def reset_prefix_cache(self) -> None:
         """Forget cached prompt prefixes (benchmarks compare contenders from a cold cache)."""
@@ -47,23 +83,34 @@ class ChatEngine(abc.ABC):
         current = list(requests)
         for attempt in range(1, self.max_reasks + 2):
             raws = self._complete([current[i] for i in pending])
-            retry = []
-            for i, raw in zip(pending, raws, strict=True):
-                res = results[i]
-                res.attempts = attempt
-                res.prompt_tokens += raw.prompt_tokens
-                res.completion_tokens += raw.completion_tokens
-                res.cached_tokens += raw.cached_tokens
-                res.text, res.finish_reason = raw.text, raw.finish_reason
-                res.parsed, res.error = self._interpret(requests[i], raw)
-                if res.error is not None and res.error.kind not in ("engine", "http", "timeout"):
-                    retry.append(i)
+            retry = [i for i, raw in zip(pending, raws, strict=True)
+                     if self._absorb(results[i], requests[i], raw, attempt)]
             if not retry or attempt > self.max_reasks:
                 break
             for i in retry:
                 current[i] = _with_reask(current[i], results[i])
             pending = retry
         return results
+
+    async def achat_one(self, request: ChatRequest) -> ChatResult:
+        """``chat`` for one conversation, as a coroutine: many of them share the engine at once."""
+        result, current = ChatResult(text=""), request
+        for attempt in range(1, self.max_reasks + 2):
+            raw = await self._acomplete_one(current)
+            if not self._absorb(result, request, raw, attempt) or attempt > self.max_reasks:
+                break
+            current = _with_reask(current, result)
+        return result
+
+    def _absorb(self, res: ChatResult, request: ChatRequest, raw: RawCompletion, attempt: int) -> bool:
+        """Fold one attempt into the result; True when a re-ask could still fix it."""
+        res.attempts = attempt
+        res.prompt_tokens += raw.prompt_tokens
+        res.completion_tokens += raw.completion_tokens
+        res.cached_tokens += raw.cached_tokens
+        res.text, res.finish_reason = raw.text, raw.finish_reason
+        res.parsed, res.error = self._interpret(request, raw)
+        return res.error is not None and not res.error.transient and res.error.kind != "rejected"
 
     @staticmethod
     def _interpret(request: ChatRequest, raw: RawCompletion) -> tuple[object, GenerationError | None]:

