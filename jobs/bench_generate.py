@@ -1,21 +1,25 @@
-"""Benchmark: the paper's one-dialogue-at-a-time loop vs our turn-synchronous batch vs raw.
+"""Benchmark: dialogues as coroutines on vLLM's async engine (the pipeline) vs one dialogue at a
+time (the paper's way) vs lock-step turns vs the engine's raw throughput.
 
-Same engine, model and N dialogues: (a) sequential, one dialogue at a time, as the source
-paper's code ran; (b) ec2er's turn-synchronous loop, all N advancing one turn per batched call;
-(c) the engine's raw throughput on one flat batch with the same number of requests and token
-counts (the requests of (b) replayed at once). Dialogues have a fixed length (--turns, no early
-stop) and no extraction, so (a) and (b) do identical work (per-request seeds make them write the
-same text); token budgets are the recipe's unless --max-tokens is given. Each contender starts
-from an empty prefix cache, so none is served prompts a previous one computed. Prints
-dialogues/min, tokens/s and prompt tokens (computed and cached) for each; the LAST line is one
-JSON object with speedup_vs_sequential (b/a) and fraction_of_raw (b/c).
+One AsyncLLM engine (what each generation actor owns), N MADS dialogues whose lengths the
+supervisor decides (--min-turns to --max-turns), with extraction, at the recipe's token budgets:
+(a) one dialogue at a time; (b) the pipeline: every dialogue its own coroutine on the shared
+engine, capped at the engine's in-flight limit, exactly as a generation actor runs them; (b0)
+lock-step turns: the same coroutines, but the engine only runs when every live dialogue waits on
+it, each step a batch that ends with its longest reply (the loop ec2er used before); (c) every
+request of (b) replayed at once in one flat batch; (d) the engine's own decode gain, 16 streams
+vs 1. Per-request seeds make (a), (b) and (b0) write the same dialogues (counted); each
+contender starts from an empty prefix cache. The LAST line is one JSON object with
+speedup_vs_sequential (b/a), fraction_of_raw (b/c), engine_decode_gain (d), speedup_vs_lockstep
+(b/b0), the model, N and the device.
 
-    python jobs/bench_generate.py --n 16 --turns 4
+    python jobs/bench_generate.py --n 16
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -24,6 +28,59 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ec2er.llm import ChatEngine, ChatRequest, RawCompletion  # noqa: E402
+
+
+class Recording(ChatEngine):
+    """Passes each request to the engine and keeps it (for (c)'s replay)."""
+
+    def __init__(self, inner: ChatEngine):
+        self.inner, self.model_name, self.max_reasks = inner, inner.model_name, inner.max_reasks
+        self.requests: list[ChatRequest] = []
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def _acomplete_one(self, request: ChatRequest) -> RawCompletion:
+        self.requests.append(request)
+        return await self.inner._acomplete_one(request)
+
+
+class Lockstep(ChatEngine):
+    """(b0): requests are held until every coroutine that could still add one is waiting, then
+    sent together; the next step starts when the whole step is done. The barrier looks at the
+    event loop's ready queue (a private attribute of asyncio's loop: fine for a benchmark)."""
+
+    def __init__(self, inner: ChatEngine):
+        self.inner, self.model_name, self.max_reasks = inner, inner.model_name, inner.max_reasks
+        self.pending: list[tuple[ChatRequest, asyncio.Future]] = []
+        self.flushing = False
+        self.steps = 0
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def _acomplete_one(self, request: ChatRequest) -> RawCompletion:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((request, future))
+        if not self.flushing:
+            self.flushing = True
+            asyncio.get_running_loop().create_task(self._step())
+        return await future
+
+    async def _step(self) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(10_000):  # let every runnable coroutine reach its next request
+            if not loop._ready:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0)
+        batch, self.pending = self.pending, []
+        self.flushing = False
+        self.steps += 1
+        raws = await asyncio.gather(*(self.inner._acomplete_one(r) for r, _ in batch))
+        for (_, future), raw in zip(batch, raws, strict=True):
+            future.set_result(raw)
+
 
 def _config(args: argparse.Namespace):
     from ec2er.config import load_config, parse_override
@@ -31,11 +88,8 @@ def _config(args: argparse.Namespace):
 
     overrides = dict(map(parse_override, args.set)) | {
         "num_dialogues": args.n, "engine.model": args.model, "engine.max_model_len": args.max_model_len,
-        "turns": {"min_turns": args.turns, "max_turns": args.turns},
-        "items": {"eu_min": 0, "eu_max": 0, "ea_min": 0, "ea_max": 0},
+        "turns": {"min_turns": args.min_turns, "max_turns": args.max_turns},
     }
-    if args.max_tokens is not None:
-        overrides |= {"sampling.background.max_tokens": args.max_tokens, "sampling.turn.max_tokens": args.max_tokens}
     return load_config(args.config, GenerateConfig, overrides)
 
 
@@ -54,30 +108,93 @@ def _figures(name: str, n: int, tokens: tuple[int, int, int], seconds: float) ->
     out = {"dialogues_per_min": round(n / seconds * 60, 3), "tokens_per_s": round(completion / seconds, 2),
            "completion_tokens": completion, "prompt_tokens": prompt, "cached_prompt_tokens": cached,
            "seconds": round(seconds, 2)}
-    print(f"{name:<28} {out['dialogues_per_min']:>7.2f} dialogues/min {out['tokens_per_s']:>8.2f} tokens/s "
+    print(f"{name:<34} {out['dialogues_per_min']:>7.2f} dialogues/min {out['tokens_per_s']:>8.2f} tokens/s "
           f"({completion} tokens in {out['seconds']} s; prompts {prompt} tokens, {cached} cached)", flush=True)
     return out
 
 
-def _decode_gain(engine, n: int) -> dict[str, float]:
-    """The engine's own batching gain on decode alone: n short prompts decoded together vs one
-    alone, with next to no prompt to compute. A pipeline of n dialogues decodes at most n rows
-    per step and also computes its prompts, so this bounds what (b) can gain over (a)."""
+def _tokens(results) -> tuple[int, int, int]:
+    return tuple(sum(r.metadata[k] for r in results)  # type: ignore[return-value]
+                 for k in ("completion_tokens", "prompt_tokens", "cached_prompt_tokens"))
+
+
+async def _timed(engine, coroutine_factory) -> tuple[list, float]:
+    await engine.reset_prefix_cache_async()
+    start = time.perf_counter()
+    results = await coroutine_factory()
+    return results, time.perf_counter() - start
+
+
+async def _decode_gain(engine, n: int) -> dict[str, float]:
+    """n short prompts decoded together vs one alone, with next to no prompt to compute: what the
+    engine gains from batching decode, which bounds what (b) can gain over (a)."""
     from ec2er.config import SamplingConfig
-    from ec2er.llm import ChatRequest
 
     requests = [ChatRequest([{"role": "user", "content": f"Tell a long story about a lighthouse keeper, part {i}."}],
                             sampling=SamplingConfig(temperature=0.8, max_tokens=128, seed=i)) for i in range(n)]
-    engine.chat(requests[:1])  # warm-up
+    await engine.achat_one(requests[0])  # warm-up
     rates = []
     for batch in (requests[:1], requests):
         t = time.perf_counter()
-        rates.append(sum(r.completion_tokens for r in engine.chat(batch)) / (time.perf_counter() - t))
+        done = await asyncio.gather(*(engine.achat_one(r) for r in batch))
+        rates.append(sum(r.completion_tokens for r in done) / (time.perf_counter() - t))
     out = {"single_tokens_per_s": round(rates[0], 2), "batch_tokens_per_s": round(rates[1], 2),
            "gain": round(rates[1] / rates[0], 2)}
     print(f"(d) engine decode alone: {n} streams {out['batch_tokens_per_s']} tokens/s, one stream "
-          f"{out['single_tokens_per_s']} tokens/s: {out['gain']}x, the ceiling for b/a", flush=True)
+          f"{out['single_tokens_per_s']} tokens/s: {out['gain']}x", flush=True)
     return out
+
+
+async def _run(args: argparse.Namespace) -> dict:
+    from ec2er.generation.dialogue import DialogueRunner
+    from ec2er.generation.plan import sampler_specs
+    from ec2er.llm import build_engine
+
+    config = _config(args)
+    specs = sampler_specs(config, range(args.n))
+    engine = build_engine(config.engine, asynchronous=True)
+    runner = DialogueRunner(engine, config)
+    await runner.run(sampler_specs(config, [args.n])[0])  # warm-up: first-call costs belong to no contender
+    gate = asyncio.Semaphore(engine.max_in_flight)
+
+    async def capped(run, spec):
+        async with gate:
+            return await run(spec)
+
+    sequential, ta = await _timed(engine, lambda: _in_order(runner, specs))
+    a = _figures("(a) one dialogue at a time", args.n, _tokens(sequential), ta)
+    recorder = Recording(engine)
+    pipeline = DialogueRunner(recorder, config)
+    coroutines, tb = await _timed(engine, lambda: asyncio.gather(*(capped(pipeline.run, s) for s in specs)))
+    b = _figures("(b) coroutines on the async engine", args.n, _tokens(coroutines), tb)
+    lockstep = Lockstep(engine)
+    stepped, tb0 = await _timed(engine, lambda: asyncio.gather(*(DialogueRunner(lockstep, config).run(s) for s in specs)))
+    b0 = _figures("(b0) lock-step turns", args.n, _tokens(stepped), tb0)
+    replay, tc = await _timed(engine, lambda: asyncio.gather(*(capped(engine.achat_one, r) for r in recorder.requests)))
+    c = _figures("(c) raw flat batch", args.n, (sum(r.completion_tokens for r in replay),
+                                                sum(r.prompt_tokens for r in replay),
+                                                sum(r.cached_tokens for r in replay)), tc)
+    d = await _decode_gain(engine, 16)
+    engine.close()
+    same = sum(x.model_dump(exclude={"metadata"}) == y.model_dump(exclude={"metadata"}) ==
+               z.model_dump(exclude={"metadata"}) for x, y, z in zip(sequential, coroutines, stepped, strict=True))
+    turns = sorted(r.metadata["turns"] for r in coroutines)
+    print(f"(a), (b) and (b0) wrote identical dialogues and items for {same} of {args.n}; turns {turns}; "
+          f"(b0) took {lockstep.steps} steps")
+    return {
+        "speedup_vs_sequential": round(b["tokens_per_s"] / a["tokens_per_s"], 2),
+        "fraction_of_raw": round(b["tokens_per_s"] / c["tokens_per_s"], 3),
+        "engine_decode_gain": d["gain"],
+        "speedup_vs_lockstep": round(b["tokens_per_s"] / b0["tokens_per_s"], 3),
+        "target_b_over_a": round(0.8 * d["gain"], 2),
+        "model": args.model, "n": args.n, "turns": {"min": args.min_turns, "max": args.max_turns, "seen": turns},
+        "identical_dialogues": same, "device": _device(),
+        "sequential": a, "pipeline": b, "lockstep": b0, "raw": c, "engine_decode": d,
+    }
+
+
+async def _in_order(runner, specs) -> list:
+    return [await runner.run(s) for s in specs]
 
 
 def main() -> None:
@@ -85,68 +202,13 @@ def main() -> None:
     parser.add_argument("--config", default="pipelines/mads-tiny.yaml")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--n", type=int, default=16, help="dialogues")
-    parser.add_argument("--turns", type=int, default=4, help="messages per dialogue (fixed)")
-    parser.add_argument("--max-tokens", type=int, help="per background and per turn (default: the recipe's)")
+    parser.add_argument("--min-turns", type=int, default=4)
+    parser.add_argument("--max-turns", type=int, default=14)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="recipe override, e.g. engine.cpu_block_size=128")
+                        help="recipe override, e.g. sampling.turn.max_tokens=48")
     args = parser.parse_args()
-
-    from ec2er.generation.dialogue_loop import DialogueLoop
-    from ec2er.generation.plan import plan_dialogues
-    from ec2er.llm import ChatRequest, build_engine
-
-    config = _config(args)
-    specs = plan_dialogues(config)
-    engine = build_engine(config.engine)
-    loop = DialogueLoop(engine, config)
-    loop.run(specs[:1])  # warm-up: first-call costs belong to no contender
-
-    def tokens(results) -> tuple[int, int, int]:
-        return tuple(sum(r.metadata[k] for r in results)  # type: ignore[return-value]
-                     for k in ("completion_tokens", "prompt_tokens", "cached_prompt_tokens"))
-
-    engine.reset_prefix_cache()
-    t = time.perf_counter()
-    sequential = [r for s in specs for r in loop.run([s])]
-    a = _figures("(a) one dialogue at a time", args.n, tokens(sequential), time.perf_counter() - t)
-
-    replay: list[ChatRequest] = []
-    batched_chat = engine.chat
-
-    def recording_chat(requests):  # keep (b)'s requests to replay them as (c)
-        replay.extend(requests)
-        return batched_chat(requests)
-
-    engine.chat = recording_chat
-    engine.reset_prefix_cache()
-    t = time.perf_counter()
-    batched = loop.run(specs)
-    b = _figures("(b) turn-synchronous batch", args.n, tokens(batched), time.perf_counter() - t)
-    engine.chat = batched_chat
-
-    # (c) all of (b)'s requests (same prompts, seeds, token counts) in one flat batch: the
-    # engine's throughput without the turn-by-turn dependency. Not a strict bound: (b)'s later
-    # turns reuse the cached prompts of earlier ones, which requests of one batch cannot.
-    engine.reset_prefix_cache()
-    t = time.perf_counter()
-    raw = engine.chat(replay)
-    c = _figures("(c) raw flat batch", args.n, (sum(r.completion_tokens for r in raw), sum(r.prompt_tokens for r in raw),
-                                                sum(r.cached_tokens for r in raw)), time.perf_counter() - t)
-    d = _decode_gain(engine, args.n)
-    engine.close()
-
-    same_text = sum(x.dialogue is not None and y.dialogue is not None and x.dialogue.turns == y.dialogue.turns
-                    for x, y in zip(sequential, batched))
-    print(f"(a) and (b) wrote identical dialogues for {same_text} of {args.n}")
-    print(json.dumps({
-        "speedup_vs_sequential": round(b["tokens_per_s"] / a["tokens_per_s"], 2),
-        "fraction_of_raw": round(b["tokens_per_s"] / c["tokens_per_s"], 3),
-        "engine_decode_gain": d["gain"],
-        "model": args.model, "n": args.n, "turns": args.turns,
-        "max_tokens": {"background": config.sampling.background.max_tokens, "turn": config.sampling.turn.max_tokens},
-        "device": _device(), "sequential": a, "batched": b, "raw": c, "engine_decode": d,
-    }))
+    print(json.dumps(asyncio.run(_run(args))))
 
 
 if __name__ == "__main__":

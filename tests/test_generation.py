@@ -1,20 +1,12 @@
-"""Generation stage, fast tests: planning, personas, themes, the turn-synchronous loop, the
-extraction schemas, outputs and crash-safe resume. The engine is an in-process fake
-(``FakeEngine``, a ChatEngine implementing ``_complete``) so these run in seconds; the
-end-to-end runs on vLLM and Ray are in test_generation_slow.py."""
+"""Generation stage, fast tests: personas, themes, the streaming plan, the dialogue coroutine,
+the extraction schemas. The engine is an in-process fake (``tests/fakes.py``) so these run in
+seconds; the Ray Data job, resume and actor failures are in test_generation_job.py, real vLLM
+engines in test_generation_slow.py."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
+import asyncio
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,107 +14,59 @@ import yaml
 
 from ec2er.config import EngineConfig, load_config
 from ec2er.errors import ConfigError, DataError
-from ec2er.generation.agents import SupervisorCheck, TokenBudget
-from ec2er.generation.agents.base import SESSION_CONTEXT, chars_estimate
-from ec2er.generation.config import GenerateConfig, RayConfig
-from ec2er.generation.dialogue_loop import DialogueLoop
+from ec2er.generation.agents import TokenBudget
+from ec2er.generation.agents.base import SESSION_CONTEXT
+from ec2er.generation.config import GenerateConfig
+from ec2er.generation.dialogue import DialogueRunner
 from ec2er.generation.extraction import EADraft, EUDraft, ea_item, eu_item
-from ec2er.generation.outputs import RunOutputs
-from ec2er.generation.personas import read_persona_file, sample_personas
-from ec2er.generation.plan import plan_dialogues
+from ec2er.generation.personas import check_persona_file, persona_at, persona_from_text
+from ec2er.generation.plan import persona_specs, sampler_specs
 from ec2er.generation.themes import compatible, load_themes
-from ec2er.io import read_jsonl
-from ec2er.llm import ChatEngine, ChatRequest, GenerationError, RawCompletion
+from ec2er.llm import RawCompletion
 from ec2er.schemas import EAItem, EUItem, parse_item
 from ec2er.schemas.dialogue import Speaker
 from ec2er.schemas.items import Provenance
 from ec2er.schemas.persona import Persona
-from ec2er.schemas.taxonomy import EMOTIONS, EACategory, EAQuestionType, EUFineCategory
-from ec2er.validate import validate_files
+from ec2er.schemas.taxonomy import EMOTIONS, EU_FINE_TO_COARSE, EACategory, EAQuestionType, EUFineCategory
+from fakes import FakeEngine
 
 REPO = Path(__file__).resolve().parents[1]
-TURN_LINE = re.compile(r"^\[(\d+)\] ", re.MULTILINE)
-
-
-class FakeEngine(ChatEngine):
-    """Deterministic answers derived from each request's content and seed. The supervisor's
-    verdict is all-met once the transcript has ``all_met_at`` turns (never when None)."""
-
-    def __init__(self, all_met_at: int | None = 6, delay: float = 0.0,
-                 fail: Callable[[ChatRequest], bool] = lambda r: False,
-                 duplicate: Callable[[ChatRequest], bool] = lambda r: False):
-        self.model_name = "fake"
-        self.max_reasks = 0
-        self.all_met_at, self.delay, self.fail, self.duplicate = all_met_at, delay, fail, duplicate
-        self.calls: list[list[ChatRequest]] = []
-
-    def _complete(self, requests):
-        self.calls.append(list(requests))
-        time.sleep(self.delay)
-        return [self._one(r) for r in requests]
-
-    def _one(self, r: ChatRequest) -> RawCompletion:
-        if self.fail(r):
-            return RawCompletion("", error=GenerationError(kind="engine", message="boom"))
-        h = hashlib.sha256((json.dumps(r.messages) + str(r.sampling.seed)).encode()).hexdigest()
-        k = int(h[:6], 16)
-        model = r.response_model
-        if model is None:
-            text = f"Words {h[:10]} about the situation."
-        elif model is SupervisorCheck:
-            n = len(TURN_LINE.findall(r.messages[-1]["content"]))
-            met = self.all_met_at is not None and n >= self.all_met_at
-            text = json.dumps({"reason": f"{n} turns", "scenario_clear": met, "emotions_present": met,
-                               "causes_present": met, "dilemma_present": met, "rich_enough": met})
-        elif model is EUDraft:
-            wrong = [EMOTIONS[(k + i * 7) % len(EMOTIONS)] for i in range(1, 6)]
-            causes = [f"cause {i} {h[i:i + 4]}" for i in range(4 + k % 3)]
-            if self.duplicate(r):
-                causes = [causes[0]] * len(causes)
-            text = json.dumps({"scenario": f"Someone faced a hard moment {h[:8]} at home.", "subject": "Ana",
-                               "correct_emotion": EMOTIONS[k % len(EMOTIONS)], "wrong_emotions": wrong,
-                               "correct_cause": causes[0], "wrong_causes": causes[1:],
-                               "explanation": "Because of what happened before.", "evidence_turns": [0, 1]})
-        else:
-            text = json.dumps({"scenario": f"Someone must decide {h[:8]} what to do.", "subject": "Ana",
-                               "best_choice": f"option 0 {h[:4]}",
-                               "worse_choices": [f"option {i} {h[i:i + 4]}" for i in range(1, 4)],
-                               "explanation": "It addresses the need directly."})
-        return RawCompletion(text, prompt_tokens=sum(len(m["content"]) for m in r.messages) // 4,
-                             completion_tokens=len(text) // 4, finish_reason="stop")
 
 
 def make_config(n: int = 4, pipeline: str = "mads", **updates) -> GenerateConfig:
     data = {"pipeline": pipeline, "num_dialogues": n, "seed": 3,
-            "engine": EngineConfig(model="fake", max_model_len=4096).model_dump(),
-            "ray": RayConfig(executor="local", batch_size=4).model_dump()}
+            "engine": EngineConfig(model="fake", max_model_len=4096).model_dump()}
     if pipeline == "concise":
         data["turns"] = {"min_turns": 10, "max_turns": 10}
     data.update(updates)
     return GenerateConfig.model_validate(data)
 
 
-def kinds_of(call: list[ChatRequest]) -> Counter:
-    """What each request of one engine call was for."""
-    out: Counter = Counter()
-    for r in call:
-        if r.response_model is not None:
-            out[r.response_model.__name__] += 1
-        elif "novelist" in r.messages[0]["content"] or "backgrounds" in r.messages[0]["content"]:
-            out["background"] += 1
-        else:
-            out["turn"] += 1
-    return out
+def run(engine, config, specs):
+    """Each dialogue as its own coroutine on the shared engine, all at once."""
+    runner = DialogueRunner(engine, config)
+
+    async def main():
+        return await asyncio.gather(*(runner.run(s) for s in specs))
+
+    return asyncio.run(main())
+
+
+def kind(r) -> str:
+    if r.response_model is not None:
+        return r.response_model.__name__
+    if "novelist" in r.messages[0]["content"] or "backgrounds" in r.messages[0]["content"]:
+        return "background"
+    return "turn"
 
 
 # ---------------------------------------------------------------- personas, themes, plan
 
-def test_sampler_streams_distinct_reproducible_personas():
-    first = [p for _, p in zip(range(400), sample_personas(1))]
-    again = [p for _, p in zip(range(400), sample_personas(1))]
-    other = [p for _, p in zip(range(400), sample_personas(2))]
-    assert first == again and first != other
-    assert len({p.description for p in first}) == 400 == len({p.persona_id for p in first})
+def test_sampler_personas_are_a_function_of_seed_and_row():
+    first = [persona_at(1, i) for i in range(400)]
+    assert first == [persona_at(1, i) for i in range(400)] and first != [persona_at(2, i) for i in range(400)]
+    assert persona_at(1, 399) == first[399]  # any row, drawn alone, is the same persona
+    assert len({p.persona_id for p in first}) == 400 and len({p.description for p in first}) > 390
     assert all(18 <= p.age <= 75 for p in first)
     assert not [p for p in first if p.occupation == "retiree" and p.age < 60]
     assert len({p.cultural_background for p in first}) > 20 and len({p.disposition for p in first}) == 6
@@ -132,20 +76,21 @@ def test_persona_files_personahub_jsonl_and_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    assert persona_from_text("A retired sailor who paints seascapes.", "f").age == 68
+    assert persona_from_text("A 24-year-old nurse on night shifts.", "f").age == 24
+    assert persona_from_text("  ", "f") is None and persona_from_text(None, "f") is None
+    assert persona_from_text("A nurse.", "a").persona_id == persona_from_text("A nurse.", "b").persona_id
     jsonl = tmp_path / "persona.jsonl"
-    jsonl.write_text('{"persona": "A retired sailor who paints seascapes."}\n'
-                     '{"persona": "A 24-year-old nurse on night shifts."}\n', encoding="utf-8")
-    people = list(read_persona_file(jsonl))
-    assert [p.age for p in people] == [68, 24]
-    assert people[0].persona_id == list(read_persona_file(jsonl))[0].persona_id
+    jsonl.write_text('{"persona": "A retired sailor."}\n', encoding="utf-8")
+    check_persona_file(jsonl)
     pq.write_table(pa.table({"text": ["A student of physics.", ""]}), tmp_path / "p.parquet")
-    assert [p.description for p in read_persona_file(tmp_path / "p.parquet", "text")] == ["A student of physics."]
+    check_persona_file(tmp_path / "p.parquet", "text")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"persona": "ok"}\n{"name": "no persona"}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad.jsonl:2: no non-empty 'persona'"):
-        list(read_persona_file(bad))
+    bad.write_text('{"name": "no persona"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.jsonl:1: no non-empty 'persona'"):
+        check_persona_file(bad)
     with pytest.raises(DataError, match="no column 'persona'"):
-        list(read_persona_file(tmp_path / "p.parquet"))
+        check_persona_file(tmp_path / "p.parquet")
 
 
 def test_themes_file_and_compatibility(tmp_path):
@@ -164,27 +109,50 @@ def test_themes_file_and_compatibility(tmp_path):
         load_themes(bad)
 
 
-def test_plan_is_deterministic_balanced_and_compatible():
+def test_sampler_plan_is_per_row_deterministic_balanced_and_compatible():
     config = make_config(n=24)
-    plan = plan_dialogues(config)
-    assert [s.model_dump() for s in plan] == [s.model_dump() for s in plan_dialogues(config)]
-    assert len({s.dialogue_id for s in plan}) == 24 and len({s.persona.persona_id for s in plan}) == 24
-    assert all(compatible(s.persona, s.theme) for s in plan)
+    plan = sampler_specs(config, range(24))
+    assert [s.model_dump() for s in plan] == [s.model_dump() for s in sampler_specs(config, range(24))]
+    # a row planned alone, or by another worker among other rows, is the same dialogue
+    assert sampler_specs(config, [17])[0] == plan[17] and sampler_specs(config, [5, 17])[1] == plan[17]
+    assert len({s.dialogue_id for s in plan}) == 24 and all(compatible(s.persona, s.theme) for s in plan)
     cats = Counter(s.theme.category for s in plan)
     assert len(cats) == 6 and max(cats.values()) - min(cats.values()) <= 1
+    themes = Counter(s.theme.theme_id for s in plan)
+    assert max(themes.values()) <= 2  # 24 dialogues over 90 themes: spread, not piled up
     eu = Counter(t.fine for s in plan for t in s.targets if t.fine)
-    coarse = Counter(str(f) for f in eu)  # each fine category is used
-    assert len(coarse) == 11
-    ea = Counter(t.category for s in plan for t in s.targets if t.category)
-    assert max(ea.values()) - min(ea.values()) <= 1
+    assert len(eu) == 11  # every fine category is used
+    # with a fixed number of items per dialogue every category gets the same count; with 3-4
+    # (the default) only the random 4th items can tip it
+    for items, spread in (({"eu_min": 2, "eu_max": 2, "ea_min": 3, "ea_max": 3}, 0), ({}, 4)):
+        targets = [t for s in sampler_specs(make_config(n=24, items=items), range(24)) for t in s.targets]
+        coarse = Counter(EU_FINE_TO_COARSE[t.fine] for t in targets if t.fine)
+        ea = Counter(t.category for t in targets if t.category)
+        assert len(coarse) == len(ea) == 4
+        assert max(coarse.values()) - min(coarse.values()) <= spread
+        assert max(ea.values()) - min(ea.values()) <= spread
+    qtypes = Counter(t.question_type for s in plan for t in s.targets if t.question_type)
+    assert max(qtypes.values()) - min(qtypes.values()) <= 4
     qids = [t.qid for s in plan for t in s.targets]
     assert len(set(qids)) == len(qids) and all(q.startswith("mads-s3-") for q in qids)
 
 
+def test_file_personas_serve_max_reuse_dialogues_with_ids_from_their_text():
+    config = make_config(n=4, personas={"source": "file", "path": "x.jsonl", "max_reuse": 3})
+    nurse = persona_from_text("A 30-year-old nurse who loves chess.", "x.jsonl")
+    specs = persona_specs(config, nurse)
+    assert [s.dialogue_id for s in specs] == [f"mads-s3-{nurse.persona_id}-r{j}" for j in range(3)]
+    assert persona_specs(config, nurse) == specs and len({s.seed for s in specs}) == 3
+    elder = Persona(persona_id="c", description="A person of 99.", age=99)
+    schooling = config.model_copy(update={"themes": config.themes.model_copy(update={"categories": ["Education"]})})
+    assert persona_specs(schooling, elder) == []  # no theme fits: no dialogue
+
+
 def test_concise_plan_samples_attributes():
-    plan = plan_dialogues(make_config(n=5, pipeline="concise",
-                                      items={"eu_min": 2, "eu_max": 2, "ea_min": 2, "ea_max": 2}))
+    plan = sampler_specs(make_config(n=5, pipeline="concise",
+                                     items={"eu_min": 2, "eu_max": 2, "ea_min": 2, "ea_max": 2}), range(5))
     assert all(s.attributes is not None and s.theme is None and len(s.targets) == 4 for s in plan)
+    assert len({s.attributes.model_dump_json() for s in plan}) > 1
 
 
 def test_config_errors_name_file_and_key(tmp_path):
@@ -195,51 +163,68 @@ def test_config_errors_name_file_and_key(tmp_path):
     path.write_text("pipeline: mads\nnum_dialogues: 2\nengine: {modle: x}\n")
     with pytest.raises(ConfigError, match=r"g.yaml: engine.modle: unknown key"):
         load_config(path, GenerateConfig)
-    for recipe in ("mads", "mads-tiny", "concise", "concise-tiny"):
-        load_config(REPO / "pipelines" / f"{recipe}.yaml", GenerateConfig)
+    path.write_text("pipeline: mads\nnum_dialogues: 2\nray: {actors: {min: 3, max: 2}}\n")
+    with pytest.raises(ConfigError, match=r"ray.actors"):
+        load_config(path, GenerateConfig)
+    autoscaled = GenerateConfig.model_validate({"pipeline": "mads", "num_dialogues": 1, "ray": {"actors": {"min": 1, "max": 8}}})
+    assert autoscaled.ray.pool == (1, 8)
 
 
-# ---------------------------------------------------------------- the dialogue loop
+# ---------------------------------------------------------------- the dialogue coroutine
 
-def test_one_batched_call_per_step_and_supervisor_cadence():
-    config = make_config(n=3)
+def test_turns_and_supervisor_cadence_of_one_dialogue():
+    config = make_config(n=1)
     engine = FakeEngine(all_met_at=None)  # never satisfied: runs to max_turns
-    results = DialogueLoop(engine, config).run(plan_dialogues(config))
-    assert [r.metadata["turns"] for r in results] == [14] * 3
-    assert all(r.metadata["stop_reason"] == "max_turns" for r in results)
-    # steps: background, 14 turns, supervisor after turns 4, 6, 8, 10, 12, extraction
-    assert len(engine.calls) == 1 + 14 + 5 + 1
-    steps = [kinds_of(c) for c in engine.calls]
-    assert steps[0] == {"background": 3}
-    sup_after = [sum(s["turn"] for s in steps[:i]) // 3 for i, s in enumerate(steps) if s["SupervisorCheck"]]
+    [result] = run(engine, config, sampler_specs(config, [0]))
+    assert result.metadata["turns"] == 14 and result.metadata["stop_reason"] == "max_turns"
+    kinds = [kind(r) for r in engine.calls]
+    assert kinds[0] == "background" and kinds.count("turn") == 14
+    # the supervisor looks after turns 4, 6, 8, 10 and 12
+    sup_after = [kinds[:i].count("turn") for i, k in enumerate(kinds) if k == "SupervisorCheck"]
     assert sup_after == [4, 6, 8, 10, 12]
-    assert all(sum(s.values()) == 3 for s in steps[:-1])  # one request per dialogue per step
-    assert results[0].dialogue.turns[0].speaker is Speaker.CLIENT
-    assert results[0].dialogue.turns[1].speaker is Speaker.THERAPIST
+    assert kinds[-len(sampler_specs(config, [0])[0].targets):] == [
+        k for k in kinds if k in ("EUDraft", "EADraft")]  # extraction last, all at once
+    assert result.dialogue.turns[0].speaker is Speaker.CLIENT
+    assert result.dialogue.turns[1].speaker is Speaker.THERAPIST
 
 
 @pytest.mark.parametrize("met_at, turns", [(0, 4), (6, 6), (7, 8)])
 def test_stops_when_all_met_never_before_min(met_at, turns):
     config = make_config(n=2)
-    results = DialogueLoop(FakeEngine(all_met_at=met_at), config).run(plan_dialogues(config))
+    results = run(FakeEngine(all_met_at=met_at), config, sampler_specs(config, range(2)))
     assert [r.metadata["turns"] for r in results] == [turns, turns]
     assert all(r.metadata["stop_reason"] == "all_met" for r in results)
     assert results[0].metadata["verdicts"][-1]["scenario_clear"] is True
 
 
-def test_finished_dialogues_drop_out_and_failures_are_recorded():
+def test_dialogues_run_as_coroutines_side_by_side():
+    """Eight dialogues of different lengths on one engine: while one waits on its supervisor
+    the others' turns reach the engine; each gets the same result it gets alone."""
+    config = make_config(n=8)
+    specs = sampler_specs(config, range(8))
+    engine = FakeEngine(all_met_at=None, delay=0.001)
+    together = run(engine, config, specs)
+    order = [r.messages[-1]["content"][:40] for r in engine.calls]
+    first_extraction = next(i for i, r in enumerate(engine.calls) if kind(r) in ("EUDraft", "EADraft"))
+    assert {kind(r) for r in engine.calls[:16]} >= {"background", "turn"} and first_extraction > 8 * 14
+    alone = [run(FakeEngine(all_met_at=None), config, [s])[0] for s in specs]
+    assert [r.model_dump() for r in together] == [r.model_dump() | {"metadata": r.metadata | {
+        "seconds": t.metadata["seconds"]}} for r, t in zip(alone, together)]
+    assert len(order) == len(engine.calls)
+
+
+def test_failures_are_recorded_per_dialogue_and_item():
     config = make_config(n=4)
-    plan = plan_dialogues(config)
+    plan = sampler_specs(config, range(4))
     doomed = plan[1].persona.description
     engine = FakeEngine(
         all_met_at=None,
         fail=lambda r: r.response_model is None and doomed in r.messages[-1]["content"] and "novelist" in r.messages[0]["content"],
         duplicate=lambda r: r.sampling.seed % 2 == 0)
-    results = DialogueLoop(engine, config).run(plan)
+    results = run(engine, config, plan)
     failed = results[1].metadata
-    assert failed["status"] == "failed" and failed["error"].startswith("background: engine: boom")
-    assert results[1].dialogue is None and results[1].eu == []
-    assert kinds_of(engine.calls[1]) == {"turn": 3}  # the failed dialogue dropped out
+    assert failed["status"] == "failed" and failed["error"].startswith("background: validation: boom")
+    assert results[1].dialogue is None and results[1].eu == [] and not results[1].transient
     ok = [r for r in results if r.metadata["status"] == "ok"]
     dups = [f for r in ok for f in r.metadata["item_failures"]]
     assert dups and all(f["error"].startswith("invalid: wrong_causes: only 0 distinct wrong options") for f in dups)
@@ -249,27 +234,42 @@ def test_finished_dialogues_drop_out_and_failures_are_recorded():
             parse_item(row)
 
 
-def test_an_empty_turn_fails_its_dialogue():
+def test_an_engine_or_network_failure_marks_the_dialogue_for_a_redo():
+    """A reply that fails for the engine's sake (not the model's) is no verdict on the dialogue:
+    its result is marked transient, which the job leaves unwritten so a re-run does it again."""
+    from ec2er.llm import GenerationError
+
     config = make_config(n=2)
     engine = FakeEngine()
     one = engine._one
-    specs = plan_dialogues(config)
-    first_background = DialogueLoop(FakeEngine(), config).run(specs[:1])[0].dialogue.background
-    # the first dialogue's first 4-message turn prompt gets a blank reply; the other dialogue is untouched
+    engine._one = lambda r: (RawCompletion("", error=GenerationError(kind="http", message="HTTP 503"))
+                             if r.response_model is EADraft else one(r))
+    results = run(engine, config, sampler_specs(config, range(2)))
+    assert all(r.transient and r.metadata["status"] == "ok" for r in results)
+
+
+def test_an_empty_turn_fails_its_dialogue():
+    config = make_config(n=2)
+    specs = sampler_specs(config, range(2))
+    first_background = run(FakeEngine(), config, specs[:1])[0].dialogue.background
+    engine = FakeEngine()
+    one = engine._one
+    # the first dialogue's first 4-message turn prompt gets a blank reply; the other is untouched
     engine._one = lambda r: (RawCompletion("  ", finish_reason="stop")
                              if r.response_model is None and len(r.messages) == 4
                              and first_background in r.messages[0]["content"] else one(r))
-    failed, ok = DialogueLoop(engine, config).run(specs)
+    failed, ok = run(engine, config, specs)
     assert failed.metadata["status"] == "failed" and failed.metadata["error"] == "turn: empty"
     assert failed.dialogue is None and not failed.eu and ok.metadata["status"] == "ok"
+
 
 def test_concise_runs_ten_messages_without_supervisor():
     config = make_config(n=2, pipeline="concise")
     engine = FakeEngine()
-    results = DialogueLoop(engine, config).run(plan_dialogues(config))
+    results = run(engine, config, sampler_specs(config, range(2)))
     assert [r.metadata["turns"] for r in results] == [10, 10]
-    assert not any(kinds_of(c)["SupervisorCheck"] for c in engine.calls)
-    assert "condensed background" in engine.calls[0][0].messages[-1]["content"]
+    assert not any(kind(r) == "SupervisorCheck" for r in engine.calls)
+    assert "condensed background" in engine.calls[0].messages[-1]["content"]
 
 
 def test_prompts_stay_within_max_model_len():
@@ -278,22 +278,15 @@ def test_prompts_stay_within_max_model_len():
                                    "supervisor": {"max_tokens": 100}, "extraction": {"max_tokens": 200}})
     engine = FakeEngine(all_met_at=None)
     long_text = "a long reply that keeps going " * 20
-
-    def long_turns(requests):
-        engine.calls.append(list(requests))
-        return [RawCompletion(long_text) if r.response_model is None else FakeEngine._one(engine, r)
-                for r in requests]
-
-    engine._complete = long_turns
-    results = DialogueLoop(engine, config).run(plan_dialogues(config))
-    budget = TokenBudget(700, chars_estimate)
-    for call in engine.calls:
-        for r in call:
-            assert budget.messages_tokens(r.messages) <= 700 - r.sampling.max_tokens
-    assert results[0].metadata["turns"] == 14
-    last_turn = [c for c in engine.calls if kinds_of(c)["turn"]][-1][0]
+    one = engine._one
+    engine._one = lambda r: RawCompletion(long_text) if r.response_model is None else one(r)
+    [result] = run(engine, config, sampler_specs(config, [0]))
+    budget = TokenBudget(700, engine.count_tokens)
+    for r in engine.calls:
+        assert budget.messages_tokens(r.messages) <= 700 - r.sampling.max_tokens
+    assert result.metadata["turns"] == 14
+    last_turn = [r for r in engine.calls if kind(r) == "turn"][-1]
     assert last_turn.messages[0]["role"] == "system" and long_text.strip() in last_turn.messages[0]["content"]
-
 
 
 def test_agent_prompts_are_prefix_cache_friendly():
@@ -301,9 +294,9 @@ def test_agent_prompts_are_prefix_cache_friendly():
     its previous one, so an engine's prefix cache serves all but the newest messages."""
     config = make_config(n=1)
     engine = FakeEngine(all_met_at=None)
-    [result] = DialogueLoop(engine, config).run(plan_dialogues(config))
+    [result] = run(engine, config, sampler_specs(config, [0]))
     shared = SESSION_CONTEXT.system_text(background=result.dialogue.background)
-    turns = [c[0] for c in engine.calls if kinds_of(c)["turn"]]
+    turns = [r for r in engine.calls if kind(r) == "turn"]
     assert len(turns) == 14 and all(r.messages[0]["content"].startswith(shared) for r in turns)
     for agent_requests in (turns[0::2], turns[1::2]):  # client, therapist
         for before, after in zip(agent_requests, agent_requests[1:]):
@@ -322,7 +315,14 @@ def test_extraction_schemas_constrain_what_a_model_can_write():
     assert eu["$defs"]["EmotionLabel"]["enum"] == list(EMOTIONS)
     assert props["correct_emotion"] == {"$ref": "#/$defs/EmotionLabel"}
     assert (props["wrong_causes"]["minItems"], props["wrong_causes"]["maxItems"]) == (3, 5)
-    assert all("maxLength" in props[k] for k in ("scenario", "subject", "explanation", "correct_cause"))
+    assert all("maxLength" in props[k] for k in ("scenario", "explanation", "correct_cause"))
+    assert "pattern" in props["subject"]  # a name or a short noun phrase, no clause
+    subject = EUDraft.model_fields["subject"]
+    for ok in ("Kai", "Jane's mother", "the waitress"):
+        EUDraft.__pydantic_validator__.validate_assignment(EUDraft.model_construct(), "subject", ok)
+    with pytest.raises(ValueError):
+        EUDraft.__pydantic_validator__.validate_assignment(EUDraft.model_construct(), "subject", "I offered a smile")
+    assert subject.description
     ea = EADraft.model_json_schema()["properties"]
     assert (ea["worse_choices"]["minItems"], ea["worse_choices"]["maxItems"]) == (3, 5)
     assert "category" not in props and "category" not in ea  # assigned by the balancer
@@ -360,104 +360,19 @@ def test_repeated_distractor_emotions_are_replaced_from_the_taxonomy():
     assert set(item.emotion_choices) <= set(EMOTIONS)
 
 
-# ---------------------------------------------------------------- outputs and resume
-
-@pytest.fixture
-def fake_engine(monkeypatch):
-    import ec2er.generation.ray_pipeline as rp
-
-    monkeypatch.setattr(rp, "build_engine", lambda cfg: FakeEngine(all_met_at=6))
 
 
-def items(out: Path) -> list[dict]:
-    return read_jsonl(out / "eu.jsonl") + read_jsonl(out / "ea.jsonl")
+def test_every_response_model_is_a_schema_the_grammar_engine_accepts():
+    """vLLM refuses (per request) a JSON schema xgrammar cannot compile, e.g. a pattern with
+    minLength/maxLength: every model ec2er asks for must pass vLLM's own check."""
+    from vllm.v1.structured_output.backend_xgrammar import has_xgrammar_unsupported_json_features
 
+    from ec2er.curation.confidence import letter_model
+    from ec2er.evaluation.prompts import official_answer_model
+    from ec2er.generation.agents import SupervisorCheck
+    from ec2er.schemas.training import ReasonedAnswer
 
-def test_cli_generate_writes_valid_outputs(tmp_path, fake_engine, capsys):
-    from ec2er.cli import main
-
-    cfg = tmp_path / "g.yaml"
-    cfg.write_text(yaml.safe_dump(make_config(n=5).model_dump(mode="json")))
-    out = tmp_path / "out"
-    assert main(["generate", "--config", str(cfg), "--output", str(out), "--no-progress",
-                 "--set", "ray.batch_size=2", "--num-dialogues", "6"]) == 0
-    assert "6 dialogues ok" in capsys.readouterr().out
-    report = validate_files([out / "eu.jsonl", out / "ea.jsonl"])
-    assert report.ok and sum(report.counts.values()) == len(items(out)) > 30
-    stats = json.loads((out / "stats.json").read_text())
-    assert stats["dialogues"]["ok"] == 6 and sum(stats["distributions"]["eu_coarse"].values()) == len(read_jsonl(out / "eu.jsonl"))
-    assert len(read_jsonl(out / "dialogues.jsonl")) == len(read_jsonl(out / "metadata.jsonl")) == 6
-    # a rerun into the finished folder does nothing; a different config is refused
-    assert main(["generate", "--config", str(cfg), "--output", str(out), "--no-progress",
-                 "--num-dialogues", "6"]) == 0
-    assert len(read_jsonl(out / "metadata.jsonl")) == 6
-    assert main(["generate", "--config", str(cfg), "--output", str(out), "--set", "seed=9"]) == 2
-    assert "different config" in capsys.readouterr().err
-    # how fast or where the engine runs is no part of the run's identity
-    assert main(["generate", "--config", str(cfg), "--output", str(out), "--no-progress", "--num-dialogues", "6",
-                 "--set", "engine.kv_cache_gib=4", "--set", "engine.timeout_s=30"]) == 0
-
-
-def test_concise_writes_final_files(tmp_path, fake_engine):
-    from ec2er.generation.driver import run_generation
-
-    config = make_config(n=3, pipeline="concise", items={"eu_min": 2, "eu_max": 2, "ea_min": 2, "ea_max": 2})
-    stats = run_generation(config, tmp_path, progress=False)
-    assert len(json.loads((tmp_path / "personas_final.json").read_text())) == 3
-    assert validate_files([tmp_path / "items_final.jsonl"]).ok
-    assert len(read_jsonl(tmp_path / "items_final.jsonl")) == 12
-    assert json.loads((tmp_path / "summary.json").read_text())["counts"] == {"personas": 3, "items": 12}
-    assert stats["summary"]["items"].endswith("items_final.jsonl")
-
-
-def test_resume_repairs_torn_and_uncommitted_lines(tmp_path, fake_engine):
-    from ec2er.generation.driver import run_generation
-
-    config = make_config(n=6)
-    ref = tmp_path / "ref"
-    run_generation(config, ref, progress=False)
-    out = tmp_path / "crashed"
-    run_generation(config.model_copy(update={"num_dialogues": 3}), out, progress=False)
-    # a commit killed half-way: an item line of a dialogue without metadata, then a torn line
-    stray = dict(read_jsonl(ref / "eu.jsonl")[-1])
-    with (out / "eu.jsonl").open("a") as f:
-        f.write(json.dumps(stray) + "\n" + '{"qid": "torn')
-    with (out / "metadata.jsonl").open("a") as f:
-        f.write('{"dialogue_id": "mads-s3-0000')
-    run_generation(config, out, progress=False)
-    assert sorted(json.dumps(r, sort_keys=True) for r in items(out)) == \
-        sorted(json.dumps(r, sort_keys=True) for r in items(ref))
-    assert RunOutputs(out, config).prepare() == {f"mads-s3-{i:06d}" for i in range(6)}
-
-
-def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_items(tmp_path, fake_engine):
-    from ec2er.generation.driver import run_generation
-
-    config = make_config(n=12, ray={"executor": "local", "batch_size": 2})
-    run_generation(config, tmp_path / "ref", progress=False)
-    cfg = tmp_path / "g.yaml"
-    cfg.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    out = tmp_path / "killed"
-    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-              "import ec2er.generation.ray_pipeline as rp\n"
-              "from test_generation import FakeEngine\n"
-              "rp.build_engine = lambda cfg: FakeEngine(all_met_at=6, delay=0.15)\n"
-              "from ec2er.cli import main\n"
-              f"sys.exit(main(['generate', '--config', {str(cfg)!r}, '--output', {str(out)!r}, '--no-progress']))\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        meta = out / "metadata.jsonl"
-        if meta.exists() and len(meta.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    committed = len((out / "metadata.jsonl").read_text().splitlines())
-    assert 3 <= committed < 12
-    run_generation(config, out, progress=False)
-    ref_ids = sorted(r["qid"] for r in items(tmp_path / "ref"))
-    assert sorted(r["qid"] for r in items(out)) == ref_ids and len(set(ref_ids)) == len(ref_ids)
-    assert sorted(m["dialogue_id"] for m in read_jsonl(out / "metadata.jsonl")) == \
-        [f"mads-s3-{i:06d}" for i in range(12)]
+    models = [EUDraft, EADraft, SupervisorCheck, ReasonedAnswer, letter_model(4), letter_model(6),
+              official_answer_model("EU", 6, 4), official_answer_model("EA", 4)]
+    for model in models:
+        assert not has_xgrammar_unsupported_json_features(model.model_json_schema()), model.__name__

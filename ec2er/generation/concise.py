@@ -3,17 +3,18 @@ final files (``personas_final.json``, ``items_final.jsonl``, ``summary.json``).
 
 Everything else (condensed background, the 5-round conversation without a supervisor, inline
 extraction into the same EmoBench layout as MADS, resume) runs through the shared dialogue loop
-and output writer with ``pipeline: concise``.
+and output layout with ``pipeline: concise``.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ec2er.io import read_jsonl, write_json, write_jsonl
+from ec2er.io import atomic_open, write_json
 from ec2er.schemas.persona import ConciseAttributes
 from ec2er.schemas.taxonomy import (
     CommunicationStyle as Comm,
@@ -105,19 +106,26 @@ def sample_attributes(rng: random.Random) -> ConciseAttributes:
     )
 
 
-def write_concise_files(out: Path, final: bool, stats: dict[str, Any]) -> dict[str, Any]:
-    """Personas with their attributes and all items (EU then EA) in one file each: a checkpoint
-    (``personas.json``, ``items.jsonl``) every 10 personas, ``*_final`` at the end."""
-    suffix = "_final" if final else ""
-    personas = [{k: m[k] for k in ("dialogue_id", "persona_id", "persona", "attributes", "status")}
-                for m in read_jsonl(out / "metadata.jsonl")] if (out / "metadata.jsonl").exists() else []
-    items = [row for name in ("eu.jsonl", "ea.jsonl") if (out / name).exists()
-             for row in read_jsonl(out / name)]
-    write_json(out / f"personas{suffix}.json", personas)
-    write_jsonl(out / f"items{suffix}.jsonl", items)
-    summary = {"personas": str(out / f"personas{suffix}.json"), "items": str(out / f"items{suffix}.jsonl"),
-               "counts": {"personas": len(personas), "items": len(items)},
+def write_concise_files(out: Path, stats: dict[str, Any]) -> dict[str, Any]:
+    """The concise pipeline's final files, once at the end of a run: personas with their
+    attributes (``personas_final.json``), every item, EU then EA (``items_final.jsonl``), and
+    ``summary.json``. Streamed from the results, a few thousand rows at a time."""
+    from ec2er.generation.outputs import iter_result_batches
+
+    personas: list[dict[str, Any]] = []
+    with atomic_open(out / "items_final.jsonl") as items:
+        n_items = 0
+        for task in ("eu", "ea"):
+            for _, batch in iter_result_batches(str(out), [task, "metadata"]):
+                for lines, meta in zip(batch.column(task).to_pylist(), batch.column("metadata").to_pylist(), strict=True):
+                    items.writelines(line + "\n" for line in lines)
+                    n_items += len(lines)
+                    if task == "eu":
+                        m = json.loads(meta)
+                        personas.append({k: m[k] for k in ("dialogue_id", "persona_id", "persona", "attributes", "status")})
+    write_json(out / "personas_final.json", personas)
+    summary = {"personas": str(out / "personas_final.json"), "items": str(out / "items_final.jsonl"),
+               "counts": {"personas": len(personas), "items": n_items},
                "distributions": stats.get("distributions", {})}
-    if final:
-        write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     return summary

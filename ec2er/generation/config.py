@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ec2er.config import EngineConfig, SamplingConfig, StrictModel
+from ec2er.schemas.facts import MAX_TURNS, MIN_TURNS
 from ec2er.schemas.taxonomy import ThemeCategory
 
 
@@ -20,7 +21,8 @@ class PersonaSourceConfig(StrictModel):
     column: str = "persona"
     hub_dataset: str = "proj-persona/PersonaHub"
     hub_file: str = "persona.jsonl"
-    max_reuse: int = Field(1, ge=1, description="dialogues one persona may serve (file/hub sources)")
+    max_reuse: int = Field(1, ge=1, description="dialogues each persona of a file serves (file/hub sources; "
+                                                "the sampler draws a persona per dialogue)")
 
     @model_validator(mode="after")
     def _path_for_file(self) -> PersonaSourceConfig:
@@ -38,9 +40,9 @@ class TurnsConfig(StrictModel):
     """A turn is one message (client or therapist). The supervisor looks from ``supervisor_from``
     turns on, every ``supervisor_every`` turns; the dialogue never stops before ``min_turns``."""
 
-    min_turns: int = Field(4, ge=2)
-    max_turns: int = Field(14, ge=2, le=14)
-    supervisor_from: int = Field(4, ge=2)
+    min_turns: int = Field(MIN_TURNS, ge=2)
+    max_turns: int = Field(MAX_TURNS, ge=2, le=MAX_TURNS)
+    supervisor_from: int = Field(MIN_TURNS, ge=2)
     supervisor_every: int = Field(2, ge=1)
 
     @model_validator(mode="after")
@@ -70,16 +72,40 @@ class ItemsConfig(StrictModel):
         return self
 
 
-class RayConfig(StrictModel):
-    """``executor: ray`` runs Ray Data over ``actors`` engine actors (joins RAY_ADDRESS under
-    ``ray job submit``, else starts a local Ray); ``local`` runs the same worker in-process."""
+class ActorRange(StrictModel):
+    """An autoscaling pool: Ray Data starts ``min`` engine actors and adds up to ``max`` while
+    there is work (a cluster autoscaler adds GPU nodes for them)."""
 
-    executor: Literal["ray", "local"] = "ray"
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ActorRange:
+        if self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class RayConfig(StrictModel):
+    """The Ray Data job: joins RAY_ADDRESS under ``ray job submit`` (or ``address``), else starts
+    a local Ray. Each actor owns one engine and runs many dialogues on it at once."""
+
     address: str | None = None
-    actors: int = Field(1, ge=1)
-    batch_size: int = Field(16, ge=1, description="dialogues advanced together by one actor")
-    cpus_per_actor: float = Field(0.5, gt=0, description="fractional on CPU machines (see ENVIRONMENT.md)")
+    actors: int | ActorRange = Field(1, description="engine actors: a fixed number, or {min, max} to autoscale")
+    batch_size: int = Field(16, ge=1, description="dialogues per map_batches call")
+    max_concurrent_batches: int = Field(4, ge=1, description="batches one actor works on at once, so a "
+                                                             "batch's slowest dialogue never idles the engine")
+    max_in_flight: int | None = Field(None, ge=1, description="dialogues one actor runs at once; default: "
+                                                             "what keeps its engine full (vLLM's max_num_seqs, "
+                                                             "an endpoint's max_concurrency)")
+    cpus_per_actor: float = Field(0.5, gt=0, description="fractional on CPU machines: an actor asking for a "
+                                                          "whole CPU on a small machine leaves Ray Data's read "
+                                                          "tasks none, and the pipeline hangs")
     num_cpus: int | None = Field(None, description="logical CPUs of a locally started Ray")
+
+    @property
+    def pool(self) -> tuple[int, int]:
+        return (self.actors, self.actors) if isinstance(self.actors, int) else (self.actors.min, self.actors.max)
 
 
 class GenerateConfig(StrictModel):
@@ -92,7 +118,6 @@ class GenerateConfig(StrictModel):
     turns: TurnsConfig = TurnsConfig()
     sampling: AgentSampling = AgentSampling()
     items: ItemsConfig = ItemsConfig()
-    checkpoint_every: int | None = Field(None, ge=1, description="default: 50 (mads), 10 (concise)")
     engine: EngineConfig = EngineConfig()
     ray: RayConfig = RayConfig()
 
@@ -101,10 +126,6 @@ class GenerateConfig(StrictModel):
         if self.pipeline == "concise" and self.turns.max_turns > 10:
             raise ValueError("turns.max_turns: the concise pipeline has at most 10 messages (5 rounds)")
         return self
-
-    @property
-    def checkpoint_interval(self) -> int:
-        return self.checkpoint_every or (50 if self.pipeline == "mads" else 10)
 
     @property
     def uses_supervisor(self) -> bool:

@@ -1,52 +1,124 @@
-"""``run_generation``: plan, skip what is committed, run, commit as results arrive, checkpoint."""
+"""``run_generation``: check everything, plan, generate what is not written yet, count.
+
+Everything that can be wrong with the inputs (model, personas, themes, output folder) is found
+before the first file is written, so a corrected run can use the same folder. A folder holding a
+run with other data-shaping settings is refused, naming the settings that differ.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-import time
+import shutil
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from ec2er.console import progress_bar
+from ec2er.errors import ConfigError
 from ec2er.generation.config import GenerateConfig
-from ec2er.generation.outputs import RunOutputs
-from ec2er.generation.plan import plan_dialogues
-from ec2er.generation.ray_pipeline import iter_results
+from ec2er.generation.outputs import PLAN, done_ids, run_stats
+from ec2er.io import check_writable, write_json
+from ec2er.llm import check_engine
+from ec2er.schemas.facts import GenerationFiles as Files
 
 log = logging.getLogger(__name__)
+PLAN_RECORD = "plan.json"  # beside plan/: what the plan was made from, and its size
 
 
-def run_generation(config: GenerateConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    outputs = RunOutputs(out, config)
-    done = outputs.prepare()
-    plan = plan_dialogues(config)
-    todo = [s for s in plan if s.dialogue_id not in done]
-    if done:
-        log.info("resuming %s: %d of %d dialogues already committed", out, len(plan) - len(todo), len(plan))
-    session = {"dialogues": 0, "items": 0, "completion_tokens": 0, "seconds": 0.0}
-    start = time.perf_counter()
-    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), unit="dialogue", disable=not progress,
-               desc=f"generate {config.pipeline}")
+def run_identity(config: GenerateConfig) -> dict[str, Any]:
+    """What must match for a folder to be resumed: everything that shapes the data (not the
+    dialogue count, which may grow, nor how the work is spread over actors)."""
+    identity = config.model_dump(mode="json", exclude={"num_dialogues", "ray", "engine"})
+    return identity | {"engine": config.engine.output_identity()}
+
+
+def differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON documents."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(set(old) | set(new))
+                for k in differing_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".") or "<root>"]
+
+
+def preflight(config: GenerateConfig, out: Path) -> None:
+    """Every input checked, and the folder's earlier run (if any) compatible, before any write."""
+    from ec2er.generation.personas import check_persona_file, persona_file
+    from ec2er.generation.plan import pick_theme
+
+    check_engine(config.engine)
+    if config.personas.source != "sampler":
+        check_persona_file(persona_file(config.personas), config.personas.column)
+    if config.pipeline == "mads":
+        from ec2er.generation.personas import persona_at
+
+        pick_theme(config, persona_at(config.seed, 0), 0)  # loads (and so checks) the themes file
+    check_writable(out)
+    fingerprint = out / Files.FINGERPRINT
+    if fingerprint.exists():
+        differ = differing_keys(json.loads(fingerprint.read_text(encoding="utf-8")), run_identity(config))
+        if differ:
+            raise ConfigError(f"{out}: holds a run with a different config ({', '.join(differ[:3])} "
+                              f"differ{'' if len(differ) < 4 else ', and more'}; see {fingerprint}); "
+                              "use a new output folder or the original settings")
+
+
+def ensure_plan(config: GenerateConfig, out: Path) -> int:
+    """The plan of this run in ``out/plan`` (made again only when the dialogue count changed);
+    returns its size. Written to a temporary folder and renamed in, so a killed planner leaves
+    the previous plan or none."""
+    from ec2er.generation.job import write_plan
+
+    record = out / PLAN_RECORD
+    key = {"identity": run_identity(config), "num_dialogues": config.num_dialogues}
+    if record.is_file() and (out / PLAN).is_dir():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved["key"] == key:
+            return saved["dialogues"]
+    tmp = out / f".{PLAN}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    planned = write_plan(config, str(tmp.resolve()))
+    if planned < config.num_dialogues:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConfigError(f"personas: only {planned} dialogues possible from the persona source (wanted "
+                          f"{config.num_dialogues}; raise personas.max_reuse or add personas)")
+    shutil.rmtree(out / PLAN, ignore_errors=True)
+    tmp.rename(out / PLAN)
+    write_json(record, {"key": key, "dialogues": planned})
+    return planned
+
+
+def run_generation(config: GenerateConfig, out: str | Path) -> dict[str, Any]:
+    from ec2er.generation.job import run_job
+    from ec2er.ray_utils import init_ray
+
+    out = Path(out).absolute()  # Ray Data and pyarrow want absolute paths
+    preflight(config, out)
+    init_ray(config.ray.address, config.ray.num_cpus)
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # ours says more
+    planned = ensure_plan(config, out)
+    if not (out / Files.FINGERPRINT).exists():
+        write_json(out / Files.FINGERPRINT, run_identity(config))
+    already = len(done_ids(str(out)))
+    bar = progress_bar(planned, f"generate {config.pipeline}", "dialogue", initial=min(already, planned))
+    shown = {"dialogues": 0}
+
+    def show(counts: dict[str, int]) -> None:
+        bar.set_postfix(items=counts["items"], failed=counts["failed"], redo=counts["redo"], refresh=False)
+        bar.update(counts["dialogues"] - shown["dialogues"])  # redraws only as dialogues finish
+        shown["dialogues"] = counts["dialogues"]
+
     with bar:
-        for result in iter_results(config, todo):
-            outputs.commit(result)
-            session["dialogues"] += 1
-            session["items"] += len(result.eu) + len(result.ea)
-            session["completion_tokens"] += result.metadata["completion_tokens"]
-            elapsed = time.perf_counter() - start
-            bar.update(1)
-            bar.set_postfix(items=session["items"], tok_s=f"{session['completion_tokens'] / elapsed:.1f}")
-            if session["dialogues"] % config.checkpoint_interval == 0:
-                outputs.checkpoint(_rates(session, elapsed))
-    stats = outputs.checkpoint(_rates(session, time.perf_counter() - start), final=True)
+        session = run_job(config, str(out), show) if already < planned else dict.fromkeys(("dialogues",), 0)
+        show(session | {k: session.get(k, 0) for k in ("items", "failed", "redo")})
+    stats = run_stats(str(out), config, session)
+    write_json(out / Files.STATS, stats)
+    if config.pipeline == "concise":
+        from ec2er.generation.concise import write_concise_files
+
+        stats["summary"] = write_concise_files(out, stats)
     return stats
-
-
-def _rates(session: dict[str, Any], elapsed: float) -> dict[str, Any]:
-    return {**session, "seconds": round(elapsed, 2),
-            "dialogues_per_s": round(session["dialogues"] / elapsed, 4) if elapsed else 0.0,
-            "tokens_per_s": round(session["completion_tokens"] / elapsed, 2) if elapsed else 0.0}
 
 
 def summary_lines(stats: dict[str, Any], out: str | Path) -> list[str]:
@@ -54,8 +126,8 @@ def summary_lines(stats: dict[str, Any], out: str | Path) -> list[str]:
     lines = [
         f"{out}: {d['ok']} dialogues ok, {d['failed']} failed (of {d['planned']} planned); "
         f"{i['eu']} EU + {i['ea']} EA items, {i['failed']} items failed",
-        f"this session: {s.get('dialogues', 0)} dialogues in {s.get('seconds', 0)} s "
-        f"({s.get('dialogues_per_s', 0)} dialogues/s, {s.get('tokens_per_s', 0)} tokens/s)",
+        f"this session: {s.get('dialogues', 0)} dialogues written, {s.get('redo', 0)} left for a re-run "
+        f"(engine or network failures)",
         f"EU: {stats['distributions']['eu_coarse']}",
         f"EA: {stats['distributions']['ea_category']}",
     ]

@@ -3,7 +3,7 @@
 The drafts are what the model is asked to write; their JSON schemas (derived by pydantic) are
 shaped so that constrained decoding cannot produce an invalid item, even from a random model:
 emotions are an enum of the taxonomy, the right answers are named fields beside lists of wrong
-ones (5 wrong emotions, 3-5 wrong causes, 3-5 worse EA options), strings and lists are bounded
+ones (wrong emotions, causes and worse EA options), strings and lists are bounded
 (so a rambling model still closes the object within max_tokens), and the categories are not the
 model's to choose: the run assigns them to balance the dataset. What a schema cannot say (all
 options different) is repaired on conversion where that is sound (repeated distractor emotions
@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ec2er.schemas.checks import normalized
+from ec2er.schemas.facts import EA_OPTIONS, EU_CAUSE_OPTIONS, EU_EMOTION_OPTIONS, MAX_TURNS
 from ec2er.schemas.items import EAItem, EUItem, Provenance
 from ec2er.schemas.taxonomy import (
     EMOTIONS,
@@ -28,7 +30,6 @@ from ec2er.schemas.taxonomy import (
 )
 
 EmotionLabel = StrEnum("EmotionLabel", {e: e for e in EMOTIONS})
-MAX_TURNS = 14
 TurnIndex = Literal[tuple(range(MAX_TURNS))]  # type: ignore[valid-type]
 
 
@@ -40,9 +41,18 @@ def _bounded(min_length: int, max_length: int) -> Any:
 
 
 Scenario = _bounded(20, 450)  # 2-5 sentences
-Subject = _bounded(1, 30)
+# EmoBench's subjects are a name or a short noun phrase ("Kai", "Jane's mother", "the waitress"):
+# one to three words of letters, so a small model cannot put a clause (or a brace) where the name
+# belongs. The pattern bounds the length itself: xgrammar cannot combine a pattern with
+# minLength/maxLength (vLLM refuses such a schema).
+Subject = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z'-]{0,19}( [A-Za-z'-]{1,20}){0,2}$")]
 Option = _bounded(3, 100)
 Explanation = _bounded(10, 300)
+
+
+WRONG_EMOTIONS = EU_EMOTION_OPTIONS - 1
+WRONG_CAUSES = (EU_CAUSE_OPTIONS[0] - 1, EU_CAUSE_OPTIONS[1] - 1)
+WORSE_CHOICES = EA_OPTIONS - 1
 
 
 class _Draft(BaseModel):
@@ -57,9 +67,9 @@ class EUDraft(_Draft):
     scenario: Scenario = Field(description="third-person scenario, self-contained, from the dialogue")
     subject: Subject = Field(description="the person whose emotion is asked about")
     correct_emotion: EmotionLabel
-    wrong_emotions: list[EmotionLabel] = Field(min_length=5, max_length=5)
+    wrong_emotions: list[EmotionLabel] = Field(min_length=WRONG_EMOTIONS, max_length=WRONG_EMOTIONS)
     correct_cause: Option
-    wrong_causes: list[Option] = Field(min_length=3, max_length=5)
+    wrong_causes: list[Option] = Field(min_length=WRONG_CAUSES[0], max_length=WRONG_CAUSES[1])
     explanation: Explanation = Field(description="the emotional reasoning that leads to the answers")
     evidence_turns: list[TurnIndex] = Field(default_factory=list, max_length=4)
 
@@ -70,35 +80,31 @@ class EADraft(_Draft):
     scenario: Scenario
     subject: Subject
     best_choice: Option
-    worse_choices: list[Option] = Field(min_length=3, max_length=5)
+    worse_choices: list[Option] = Field(min_length=WORSE_CHOICES, max_length=WORSE_CHOICES + 2)
     explanation: Explanation
     evidence_turns: list[TurnIndex] = Field(default_factory=list, max_length=4)
-
-
-def _key(option: str) -> str:
-    return " ".join(option.lower().split())
 
 
 def _distinct_wrong(gold: str, wrong: list[str], need: int, field: str) -> list[str]:
     """The wrong options that differ from the gold and from each other, in order; at least
     ``need`` of them or ValueError (a schema cannot say "all different", and small models repeat
     themselves, which is why they may write more than needed)."""
-    seen, out = {_key(gold)}, []
+    seen, out = {normalized(gold)}, []
     for option in (o.strip() for o in wrong):
-        if _key(option) and _key(option) not in seen:
-            seen.add(_key(option))
+        if normalized(option) and normalized(option) not in seen:
+            seen.add(normalized(option))
             out.append(option)
-    if not _key(gold) or len(out) < need:
+    if not normalized(gold) or len(out) < need:
         raise ValueError(f"{field}: only {len(out)} distinct wrong options, {need} needed")
     return out
 
 
 def _wrong_emotions(gold: str, wrong: list[str], rng: random.Random) -> list[str]:
-    """Five distinct distractor emotions: the model's, then (for repeats) emotions drawn from
-    the taxonomy with the item's seed, so a repetitive model still yields a valid item."""
+    """Distinct distractor emotions: the model's, then (for repeats) emotions drawn from the
+    taxonomy with the item's seed, so a repetitive model still yields a valid item."""
     out = [e for i, e in enumerate(wrong) if e != gold and e not in wrong[:i]]
     pool = [e for e in EMOTIONS if e != gold and e not in out]
-    return out + rng.sample(pool, 5 - len(out))
+    return out + rng.sample(pool, WRONG_EMOTIONS - len(out))
 
 
 def _shuffled(gold: str, wrong: list[str], rng: random.Random) -> list[str]:
@@ -119,7 +125,7 @@ def eu_item(draft: EUDraft, qid: str, fine: EUFineCategory, provenance: Provenan
     gold_emotion = draft.correct_emotion.value
     wrong_emotions = _wrong_emotions(gold_emotion, [e.value for e in draft.wrong_emotions], rng)
     gold_cause = draft.correct_cause.strip()
-    wrong_causes = _distinct_wrong(gold_cause, draft.wrong_causes, 3, "wrong_causes")
+    wrong_causes = _distinct_wrong(gold_cause, draft.wrong_causes, WRONG_CAUSES[0], "wrong_causes")
     return EUItem(
         qid=qid, language="en", coarse_category=EU_FINE_TO_COARSE[fine], finegrained_category=fine,
         scenario=draft.scenario.strip(), subject=draft.subject.strip(),
@@ -133,7 +139,7 @@ def eu_item(draft: EUDraft, qid: str, fine: EUFineCategory, provenance: Provenan
 def ea_item(draft: EADraft, qid: str, category: EACategory, question_type: EAQuestionType,
             provenance: Provenance, n_turns: int) -> EAItem:
     gold = draft.best_choice.strip()
-    wrong = _distinct_wrong(gold, draft.worse_choices, 3, "worse_choices")[:3]
+    wrong = _distinct_wrong(gold, draft.worse_choices, WORSE_CHOICES, "worse_choices")[:WORSE_CHOICES]
     return EAItem(
         qid=qid, language="en", category=category, question_type=question_type,
         scenario=draft.scenario.strip(), subject=draft.subject.strip(),

@@ -1,122 +1,159 @@
-"""The output folder of a generation run, written crash-safely and resumed idempotently.
+"""A generation run's folder (a local path or any URI pyarrow understands: s3://, gs://)::
 
-Per dialogue the driver appends its EU, EA and dialogue lines first and its ``metadata.jsonl``
-line last: that line is the commit marker. On resume, torn last lines are dropped, lines of
-dialogues without a metadata line (killed mid-commit) are removed, and committed dialogues are
-skipped. Item ids derive from dialogue ids, which derive from the seed, so a crashed-and-resumed
-run ends with exactly the items of an uninterrupted one: none lost, none duplicated.
+    fingerprint.json   what shapes the data; a resumed run must match it
+    plan/              one row per planned dialogue (dialogue_id, spec): Parquet, written by Ray Data
+    results/           one row per finished dialogue: Parquet, written by Ray Data from the workers
+    checkpoints/       Ray Data's record of the dialogue ids already written (resume skips them)
+    stats.json         counts and distributions
+
+Each ``results`` row holds a dialogue's metadata, its transcript and its EU/EA items (JSON text,
+EmoBench's layout), plus small columns the stats read without parsing anything. Curation reads
+this folder directly; ``ec2er generate export`` writes eu.jsonl, ea.jsonl, dialogues.jsonl and
+metadata.jsonl for people.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-from ec2er.errors import ConfigError
-from ec2er.generation.config import GenerateConfig
-from ec2er.generation.dialogue_loop import DialogueResult
-from ec2er.io import append_jsonl, read_jsonl, repair_jsonl_tail, write_json, write_jsonl
+import pyarrow as pa
 
-EU, EA, DIALOGUES, METADATA = "eu.jsonl", "ea.jsonl", "dialogues.jsonl", "metadata.jsonl"
-RUN_FILE = "run.json"
+from ec2er.generation.dialogue import DialogueResult
+from ec2er.schemas.facts import GenerationFiles
+from ec2er.schemas.taxonomy import EU_FINE_TO_COARSE, EUFineCategory
 
+PLAN, RESULTS, CHECKPOINTS = "plan", "results", "checkpoints"
 
-def run_identity(config: GenerateConfig) -> dict[str, Any]:
-    """What must match for a folder to be resumed: everything that shapes the data (not the
-    dialogue count, which may grow, nor how the work is spread over actors)."""
-    identity = config.model_dump(mode="json", exclude={"num_dialogues", "ray", "checkpoint_every", "engine"})
-    return identity | {"engine": config.engine.output_identity()}
-
-
-class RunOutputs:
-    def __init__(self, out: str | Path, config: GenerateConfig):
-        self.out = Path(out)
-        self.config = config
-
-    def path(self, name: str) -> Path:
-        return self.out / name
-
-    def prepare(self) -> set[str]:
-        """Create or resume the folder; returns the ids of dialogues already committed."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        identity = run_identity(self.config)
-        run_file = self.path(RUN_FILE)
-        if run_file.exists():
-            if json.loads(run_file.read_text(encoding="utf-8")) != identity:
-                raise ConfigError(f"{self.out}: holds a run with a different config "
-                                  f"(see {run_file}); use a new output folder")
-        else:
-            write_json(run_file, identity)
-        for name in (EU, EA, DIALOGUES, METADATA):
-            repair_jsonl_tail(self.path(name))
-        committed = ({m["dialogue_id"] for m in read_jsonl(self.path(METADATA))}
-                     if self.path(METADATA).exists() else set())
-        self._drop_uncommitted(committed)
-        return committed
-
-    def _drop_uncommitted(self, committed: set[str]) -> None:
-        for name, key in ((EU, _item_dialogue), (EA, _item_dialogue), (DIALOGUES, lambda r: r["dialogue_id"])):
-            path = self.path(name)
-            if not path.exists():
-                continue
-            rows = read_jsonl(path)
-            seen: set[str] = set()
-            keep = []
-            for r in rows:
-                ident = r.get("qid") or r.get("dialogue_id")
-                if key(r) in committed and ident not in seen:
-                    seen.add(ident)
-                    keep.append(r)
-            if len(keep) != len(rows):
-                write_jsonl(path, keep)
-
-    def commit(self, result: DialogueResult) -> None:
-        """Append one dialogue's lines; the metadata line goes last (the commit marker)."""
-        append_jsonl(self.path(EU), result.eu)
-        append_jsonl(self.path(EA), result.ea)
-        if result.dialogue is not None:
-            append_jsonl(self.path(DIALOGUES), [result.dialogue])
-        append_jsonl(self.path(METADATA), [result.metadata])
-
-    def stats(self, session: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Category distributions, token counts and outcomes over everything committed."""
-        meta = read_jsonl(self.path(METADATA)) if self.path(METADATA).exists() else []
-        eu = read_jsonl(self.path(EU)) if self.path(EU).exists() else []
-        ea = read_jsonl(self.path(EA)) if self.path(EA).exists() else []
-        ok = [m for m in meta if m["status"] == "ok"]
-        return {
-            "pipeline": self.config.pipeline, "model": self.config.engine.model,
-            "dialogues": {"committed": len(meta), "ok": len(ok), "failed": len(meta) - len(ok),
-                          "planned": self.config.num_dialogues},
-            "items": {"eu": len(eu), "ea": len(ea),
-                      "failed": sum(len(m["item_failures"]) for m in meta)},
-            "distributions": {
-                "eu_coarse": dict(Counter(r["coarse_category"] for r in eu)),
-                "eu_fine": dict(Counter(r["finegrained_category"] for r in eu)),
-                "ea_category": dict(Counter(r["category"] for r in ea)),
-                "ea_question_type": dict(Counter(r["question type"] for r in ea)),
-                "theme_category": dict(Counter(m["theme_category"] for m in meta if m["theme_category"])),
-                "stop_reason": dict(Counter(m["stop_reason"] for m in meta)),
-                "turns": dict(Counter(str(m["turns"]) for m in ok)),
-            },
-            "tokens": {"prompt": sum(m["prompt_tokens"] for m in meta),
-                       # served from the engine's prefix cache (absent from runs before it was recorded)
-                       "cached_prompt": sum(m.get("cached_prompt_tokens", 0) for m in meta),
-                       "completion": sum(m["completion_tokens"] for m in meta)},
-            "session": session or {},
-        }
-
-    def checkpoint(self, session: dict[str, Any], final: bool = False) -> dict[str, Any]:
-        stats = self.stats(session)
-        write_json(self.path("stats.json"), stats)
-        if self.config.pipeline == "concise":
-            from ec2er.generation.concise import write_concise_files
-
-            stats["summary"] = write_concise_files(self.out, final, stats)
-        return stats
+RESULT_SCHEMA = pa.schema([
+    ("dialogue_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("theme_category", pa.string()), ("stop_reason", pa.string()), ("turns", pa.int32()),
+    ("eu_fine", pa.list_(pa.string())), ("ea_category", pa.list_(pa.string())),
+    ("ea_question_type", pa.list_(pa.string())), ("item_failures", pa.int32()),
+    ("prompt_tokens", pa.int64()), ("cached_prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
+    ("metadata", pa.string()), ("dialogue", pa.string()), ("eu", pa.list_(pa.string())),
+    ("ea", pa.list_(pa.string())),
+])
+STAT_COLUMNS = ["status", "theme_category", "stop_reason", "turns", "eu_fine", "ea_category", "ea_question_type",
+                "item_failures", "prompt_tokens", "cached_prompt_tokens", "completion_tokens"]
 
 
-def _item_dialogue(row: dict[str, Any]) -> str:
-    return (row.get("provenance") or {}).get("dialogue_id", "")
+def result_table(results: list[DialogueResult]) -> pa.Table:
+    """Results as rows of the results dataset (an explicit schema: blocks whose lists are all
+    empty must still agree with the others)."""
+    rows = []
+    for r in results:
+        m = r.metadata
+        rows.append({
+            "dialogue_id": m["dialogue_id"], "status": m["status"], "error": m["error"],
+            "theme_category": m["theme_category"], "stop_reason": m["stop_reason"], "turns": m["turns"],
+            "eu_fine": [x["finegrained_category"] for x in r.eu], "ea_category": [x["category"] for x in r.ea],
+            "ea_question_type": [x["question type"] for x in r.ea], "item_failures": len(m["item_failures"]),
+            "prompt_tokens": m["prompt_tokens"], "cached_prompt_tokens": m["cached_prompt_tokens"],
+            "completion_tokens": m["completion_tokens"], "metadata": json.dumps(m, ensure_ascii=False),
+            "dialogue": r.dialogue.model_dump_json() if r.dialogue is not None else None,
+            "eu": [json.dumps(x, ensure_ascii=False) for x in r.eu],
+            "ea": [json.dumps(x, ensure_ascii=False) for x in r.ea],
+        })
+    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+
+
+def iter_result_batches(folder: str, columns: list[str] | None = None) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """(file, batch) over a run's results, a few thousand rows at a time (never the whole run)."""
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(_absolute(folder))
+    base = f"{root.rstrip('/')}/{RESULTS}"
+    if fs.get_file_info(base).type == pafs.FileType.NotFound:
+        return
+    for fragment in ds.dataset(base, filesystem=fs, format="parquet").get_fragments():
+        for batch in fragment.to_batches(columns=columns, batch_size=4096):
+            yield fragment.path, batch
+
+
+def iter_items(folder: str) -> Iterator[tuple[str, int, str]]:
+    """(where, n, item JSON line) for every item of a run: ``where`` names the results file and
+    the dialogue, n counts items within it."""
+    for path, batch in iter_result_batches(folder, ["dialogue_id", "eu", "ea"]):
+        for dialogue_id, eu, ea in zip(*(batch.column(c).to_pylist() for c in ("dialogue_id", "eu", "ea")), strict=True):
+            for n, line in enumerate([*eu, *ea], start=1):
+                yield f"{path}#{dialogue_id}", n, line
+
+
+def done_ids(folder: str) -> set[str]:
+    """The dialogue ids a run has written (for tests and the export; the job itself skips written
+    ids through Ray Data's checkpoints)."""
+    return {i for _, b in iter_result_batches(folder, ["dialogue_id"]) for i in b.column(0).to_pylist()}
+
+
+def run_stats(folder: str, config: Any, session: dict[str, Any]) -> dict[str, Any]:
+    """Counts and distributions over everything the run has written: one scan of the small
+    columns, at the end of a session (progress during it comes from running counters)."""
+    c: dict[str, Counter] = {k: Counter() for k in ("eu_fine", "ea_category", "ea_question_type", "theme",
+                                                      "stop", "turns")}
+    n = ok = failed_items = 0
+    tokens = Counter()
+    for _, batch in iter_result_batches(folder, STAT_COLUMNS):
+        cols = {name: batch.column(name).to_pylist() for name in STAT_COLUMNS}
+        for i in range(batch.num_rows):
+            n += 1
+            ok += cols["status"][i] == "ok"
+            failed_items += cols["item_failures"][i]
+            c["eu_fine"].update(cols["eu_fine"][i])
+            c["ea_category"].update(cols["ea_category"][i])
+            c["ea_question_type"].update(cols["ea_question_type"][i])
+            c["stop"][cols["stop_reason"][i]] += 1
+            if cols["theme_category"][i]:
+                c["theme"][cols["theme_category"][i]] += 1
+            if cols["status"][i] == "ok":
+                c["turns"][str(cols["turns"][i])] += 1
+            for key in ("prompt_tokens", "cached_prompt_tokens", "completion_tokens"):
+                tokens[key] += cols[key][i]
+    eu_coarse = Counter()
+    for fine, k in c["eu_fine"].items():
+        eu_coarse[EU_FINE_TO_COARSE[EUFineCategory(fine)].value] += k
+    return {
+        "pipeline": config.pipeline, "model": config.engine.model,
+        "dialogues": {"committed": n, "ok": ok, "failed": n - ok, "planned": config.num_dialogues},
+        "items": {"eu": sum(c["eu_fine"].values()), "ea": sum(c["ea_category"].values()), "failed": failed_items},
+        "distributions": {
+            "eu_coarse": dict(eu_coarse), "eu_fine": dict(c["eu_fine"]), "ea_category": dict(c["ea_category"]),
+            "ea_question_type": dict(c["ea_question_type"]), "theme_category": dict(c["theme"]),
+            "stop_reason": dict(c["stop"]), "turns": dict(c["turns"]),
+        },
+        "tokens": {"prompt": tokens["prompt_tokens"], "cached_prompt": tokens["cached_prompt_tokens"],
+                   "completion": tokens["completion_tokens"]},
+        "session": session,
+    }
+
+
+def export(folder: str, out: str) -> dict[str, int]:
+    """eu.jsonl, ea.jsonl, dialogues.jsonl and metadata.jsonl for people (in results order),
+    streamed: each file is written to a temporary sibling and renamed into place."""
+    from ec2er.io import atomic_open
+
+    counts = Counter()
+    names = (GenerationFiles.EU, GenerationFiles.EA, GenerationFiles.DIALOGUES, GenerationFiles.METADATA)
+    with atomic_open(f"{out}/{names[0]}") as eu, atomic_open(f"{out}/{names[1]}") as ea, \
+            atomic_open(f"{out}/{names[2]}") as dialogues, atomic_open(f"{out}/{names[3]}") as metadata:
+        for _, batch in iter_result_batches(folder, ["eu", "ea", "dialogue", "metadata"]):
+            for row in batch.to_pylist():
+                for key, handle in (("eu", eu), ("ea", ea)):
+                    for line in row[key]:
+                        handle.write(line + "\n")
+                        counts[key] += 1
+                if row["dialogue"] is not None:
+                    dialogues.write(row["dialogue"] + "\n")
+                metadata.write(row["metadata"] + "\n")
+                counts["dialogues"] += 1
+    return dict(counts)
+
+
+def _absolute(folder: str) -> str:
+    """A local folder as an absolute path (pyarrow wants one); URIs unchanged."""
+    import os
+
+    return folder if "://" in folder else os.path.abspath(folder)

@@ -39,31 +39,22 @@ def persona_id_for(text: str) -> str:
     return "ph-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def sample_personas(seed: int) -> Iterator[Persona]:
-    """Distinct personas, reproducible from ``seed``, as many as the attribute space holds
-    (~1.7M combinations); occupations respect age (no 20-year-old retirees)."""
-    rng = random.Random(f"personas:{seed}")
-    seen: set[tuple] = set()
-    statuses, dispositions = list(RelationshipStatus), list(Disposition)
-    misses = 0
-    while misses < 10_000:  # a long run of repeats means the space is exhausted
-        age = rng.randint(18, 75)
-        occupation = rng.choice([o for o in OCCUPATIONS if _occupation_fits(o, age)])
-        status = rng.choice(statuses if age >= 30 else statuses[:3])
-        culture, disposition = rng.choice(CULTURES), rng.choice(dispositions)
-        key = (age, occupation, status, culture, disposition)
-        if key in seen:
-            misses += 1
-            continue
-        misses = 0
-        seen.add(key)
-        yield Persona(
-            persona_id=f"s{seed}-{len(seen) - 1:07d}", source="sampler", age=age, occupation=occupation,
-            relationship_status=status, cultural_background=culture, disposition=disposition,
-            description=(f"{'An' if age in (18, 80) or 80 <= age < 90 else 'A'} {age}-year-old {culture} "
-                         f"{occupation}, {status.value}, with a generally "
-                         f"{disposition.value} disposition."),
-        )
+def persona_at(seed: int, index: int, attempt: int = 0) -> Persona:
+    """The sampler's persona for row ``index``: a pure function of (seed, index), so any worker
+    can draw any row. Occupations respect age (no 20-year-old retirees). The space holds about
+    1.7M combinations; past that (and by chance before) two rows may draw the same one, which
+    only means two dialogues share a persona description (their themes and seeds differ)."""
+    rng = random.Random(f"personas:{seed}:{index}:{attempt}")
+    age = rng.randint(18, 75)
+    occupation = rng.choice([o for o in OCCUPATIONS if _occupation_fits(o, age)])
+    statuses = list(RelationshipStatus)
+    status = rng.choice(statuses if age >= 30 else statuses[:3])
+    culture, disposition = rng.choice(CULTURES), rng.choice(list(Disposition))
+    return Persona(
+        persona_id=f"s{seed}-{index:07d}", source="sampler", age=age, occupation=occupation,
+        relationship_status=status, cultural_background=culture, disposition=disposition,
+        description=(f"{'An' if age in (18, 80) or 80 <= age < 90 else 'A'} {age}-year-old {culture} "
+                     f"{occupation}, {status.value}, with a generally {disposition.value} disposition."))
 
 
 def _occupation_fits(occupation: str, age: int) -> bool:
@@ -76,35 +67,50 @@ def _occupation_fits(occupation: str, age: int) -> bool:
     return age < 70
 
 
-def read_persona_file(path: str | Path, column: str = "persona") -> Iterator[Persona]:
-    """Stream personas from JSONL (PersonaHub: ``{"persona": ...}`` per line) or Parquet."""
+def persona_from_text(text: object, source: str) -> Persona | None:
+    """A persona from a file's persona column (None for an empty or non-text value)."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return Persona(persona_id=persona_id_for(text), description=text.strip(), source=source,
+                   age=estimate_age(text))
+
+
+def check_persona_file(path: str | Path, column: str = "persona") -> None:
+    """Fail in one line, before anything runs, if the persona file cannot serve: missing, not
+    readable, no such column, or a first row without a persona. Later rows are read by the job,
+    which skips (and counts) rows without one."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such persona file")
     if path.suffix == ".parquet":
-        yield from _read_parquet(path, column)
-        return
-    for lineno, obj in iter_jsonl(path):
-        if isinstance(obj, DataError):
-            raise obj
-        text = obj.get(column)
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}:{lineno}: no non-empty {column!r} field")
-        yield Persona(persona_id=persona_id_for(text), description=text.strip(), source=str(path),
-                      age=estimate_age(text))
+        first = next(_read_parquet(path, column), None)
+    else:
+        first = None
+        for lineno, obj in iter_jsonl(path):
+            if isinstance(obj, DataError):
+                raise obj
+            first = persona_from_text(obj.get(column), str(path))
+            if first is None:
+                raise DataError(f"{path}:{lineno}: no non-empty {column!r} field")
+            break
+    if first is None:
+        raise DataError(f"{path}: no personas")
 
 
 def _read_parquet(path: Path, column: str) -> Iterator[Persona]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a file that is not Parquet
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
     if column not in pf.schema_arrow.names:
         raise DataError(f"{path}: no column {column!r} (columns: {', '.join(pf.schema_arrow.names)})")
     for batch in pf.iter_batches(columns=[column], batch_size=4096):
         for text in batch.column(0).to_pylist():
-            if isinstance(text, str) and text.strip():
-                yield Persona(persona_id=persona_id_for(text), description=text.strip(),
-                              source=str(path), age=estimate_age(text))
+            persona = persona_from_text(text, str(path))
+            if persona is not None:
+                yield persona
 
 
 _AGE = re.compile(r"\b(\d{2})[- ]year[- ]old\b", re.IGNORECASE)
@@ -126,13 +132,12 @@ def estimate_age(text: str) -> int | None:
     return None
 
 
-def persona_stream(config: PersonaSourceConfig, seed: int) -> Iterator[Persona]:
-    if config.source == "sampler":
-        return sample_personas(seed)
+def persona_file(config: PersonaSourceConfig) -> str:
+    """The persona file a file or hub source reads (the hub file is downloaded once)."""
     if config.source == "file":
         assert config.path is not None
-        return read_persona_file(config.path, config.column)
-    return read_persona_file(_download_from_hub(config), config.column)
+        return config.path
+    return _download_from_hub(config)
 
 
 def _download_from_hub(config: PersonaSourceConfig) -> str:

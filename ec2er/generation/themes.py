@@ -7,11 +7,10 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from ec2er.errors import ConfigError
-from ec2er.io import format_validation_error
+from ec2er.io import format_validation_error, load_yaml
 from ec2er.schemas.persona import Persona, Theme
 from ec2er.schemas.taxonomy import ThemeCategory
 
@@ -25,15 +24,20 @@ def load_themes(path: str | Path | None = None,
     path = Path(path) if path else BUILTIN_THEMES
     if not path.is_file():
         raise ConfigError(f"{path}: no such themes file")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = load_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of category -> list of themes")
     themes = []
     for category, entries in data.items():
-        for i, entry in enumerate(entries or []):
-            entry = dict(entry)
+        if not isinstance(entries, list):
+            raise ConfigError(f"{path}: {category}: expected a list of themes")
+        for i, entry in enumerate(entries):
             try:
+                entry = dict(entry)
                 themes.append(Theme(theme_id=entry.pop("id"), category=category, **entry))
-            except (ValidationError, KeyError) as e:
-                why = format_validation_error(e) if isinstance(e, ValidationError) else f"missing {e}"
+            except (ValidationError, KeyError, TypeError, ValueError) as e:
+                why = (format_validation_error(e) if isinstance(e, ValidationError)
+                       else f"missing {e}" if isinstance(e, KeyError) else "expected a mapping")
                 raise ConfigError(f"{path}: {category}[{i}]: {why}") from None
     if categories:
         themes = [t for t in themes if t.category in categories]

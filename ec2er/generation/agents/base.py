@@ -81,9 +81,3 @@ SESSION_CONTEXT = PromptTemplate(
 
 def session_system_text(background: str, role: PromptTemplate, **fields: object) -> str:
     return SESSION_CONTEXT.system_text(background=background) + role.system_text(**fields)
-
-
-def chars_estimate(text: str) -> int:
-    """Token estimate when the engine has no local tokenizer (remote endpoints): ~3 characters
-    a token is pessimistic for English BPE vocabularies, so prompts err on the short side."""
-    return len(text) // 3 + 1

@@ -13,14 +13,14 @@ EXTRACTOR_SYSTEM = ("You turn therapy dialogues into multiple-choice test items 
                     "intelligence, in the style of the EmoBench benchmark.")
 
 EU_EXTRACTOR = PromptTemplate(
-    name="extractor_eu", version="2", system=EXTRACTOR_SYSTEM,
+    name="extractor_eu", version="3", system=EXTRACTOR_SYSTEM,
     user=(
         "Client background:\n{background}\n\nDialogue:\n{transcript}\n\n"
         "Write ONE Emotional Understanding item of the type '{category}': {category_hint}\n"
         "{focus}"
         "scenario: a self-contained third-person story (2-5 sentences) built from a moment of the "
-        "dialogue, never mentioning therapy or the emotion itself; subject: the person asked "
-        "about. correct_emotion: what the subject feels; wrong_emotions: 5 other plausible "
+        "dialogue, never mentioning therapy or the emotion itself, naming the people; subject: the "
+        "person asked about, by the name the scenario uses. correct_emotion: what the subject feels; wrong_emotions: 5 other plausible "
         "emotions; correct_cause: why; wrong_causes: 3-5 other plausible causes; all options "
         "different. explanation: the reasoning to the correct answers; evidence_turns: the turn "
         "numbers used."
@@ -28,13 +28,14 @@ EU_EXTRACTOR = PromptTemplate(
 )
 
 EA_EXTRACTOR = PromptTemplate(
-    name="extractor_ea", version="2", system=EXTRACTOR_SYSTEM,
+    name="extractor_ea", version="3", system=EXTRACTOR_SYSTEM,
     user=(
         "Client background:\n{background}\n\nDialogue:\n{transcript}\n\n"
         "Write ONE Emotional Application item: category {category} ({category_hint}), question "
         "type {question_type} ({question_hint}).\n{focus}"
         "scenario: a self-contained third-person story (2-5 sentences) built from a decision point "
-        "of the dialogue, never mentioning therapy; subject: the person who must act. best_choice: "
+        "of the dialogue, never mentioning therapy, naming the people; subject: the person who must act, "
+        "by the name the scenario uses. best_choice: "
         "the most effective option; worse_choices: 3-5 other plausible but worse options, all "
         "different. explanation: why the best choice is best; evidence_turns: the turn numbers used."
     ),
