@@ -1,0 +1,183 @@
+"""Benchmark: the served endpoint under bounded concurrent load, one adapter vs many.
+
+Starts the serving recipe's application on 127.0.0.1 with a temporary registry of --adapters
+random stand-in adapters (or, with --url, measures a server already running on this machine), then
+sends the same number of requests, --concurrency at a time, in four phases:
+  base     every request to the base model
+  single   every request to one adapter
+  adapters the requests spread round-robin over all the adapters
+  mixed    the requests spread round-robin over the base model and all the adapters
+Every request asks for exactly --max-tokens tokens (ignore_eos) with a prompt of its own, so the
+phases do the same work. Prints requests/s, output tokens/s, p50/p99 latency and errors per phase;
+the LAST line is one JSON object: requests_per_s, p50_ms, p99_ms (the mixed phase), errors (all
+phases), mixed_vs_single and adapters_vs_single (requests/s ratios to the single phase).
+
+The load is bounded in count (--requests per phase, at most 2000) and time (--time-limit for all
+phases: no request starts after it), and goes only to 127.0.0.1.
+
+    python jobs/bench_serve.py --config serve/demo.yaml --adapters 3 --requests 48 --concurrency 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+MAX_REQUESTS = 2000
+SCENARIOS = ["lost their job after ten years", "was praised by a mentor in front of everyone",
+             "found out a friend lied to them", "is waiting for a medical result",
+             "moved to a city where they know nobody", "won a small prize by surprise"]
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=Path("serve/demo.yaml"), help="serving recipe")
+    p.add_argument("--url", help="benchmark a server already running on this machine "
+                                 "(http://127.0.0.1:PORT/v1) instead of starting one")
+    p.add_argument("--port", type=int, default=8011, help="port of the server this benchmark starts")
+    p.add_argument("--adapters", type=int, default=3, help="random stand-in adapters to serve")
+    p.add_argument("--requests", type=int, default=48, help=f"requests per phase (at most {MAX_REQUESTS})")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    p.add_argument("--max-tokens", type=int, default=32, help="output tokens per request (exactly)")
+    p.add_argument("--time-limit", type=float, default=600, help="seconds for all phases together")
+    p.add_argument("--timeout", type=float, default=120, help="seconds one request may take")
+    p.add_argument("--api-key", default="unused", help="bearer token, if the server wants one")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the serving recipe (e.g. engine.max_loras=4), repeatable")
+    args = p.parse_args()
+    if not 1 <= args.requests <= MAX_REQUESTS:
+        p.error(f"--requests must be 1..{MAX_REQUESTS}")
+    if args.url and urlparse(args.url).hostname not in LOCAL_HOSTS:
+        p.error(f"--url must point to this machine ({', '.join(LOCAL_HOSTS)}), not {args.url}")
+    return args
+
+
+async def _one(client: Any, model: str, index: int, args: argparse.Namespace) -> tuple[float, int]:
+    start = time.perf_counter()
+    reply = await client.chat.completions.create(
+        model=model, max_tokens=args.max_tokens, temperature=0.0, seed=index,
+        messages=[{"role": "user", "content": f"Case {index}: a person {SCENARIOS[index % len(SCENARIOS)]}. "
+                                              "How do they feel, and why?"}],
+        extra_body={"ignore_eos": True})
+    return time.perf_counter() - start, reply.usage.completion_tokens
+
+
+async def _phase(url: str, models: list[str], args: argparse.Namespace, deadline: float) -> dict[str, Any]:
+    """``args.requests`` requests, ``args.concurrency`` at a time, models taken round-robin; no request
+    starts after ``deadline``."""
+    import openai
+
+    gate = asyncio.Semaphore(args.concurrency)
+    latencies: list[float] = []
+    tokens, errors, skipped = 0, [], 0
+
+    async def run(client: Any, index: int) -> None:
+        nonlocal tokens, skipped
+        async with gate:
+            if time.monotonic() > deadline:
+                skipped += 1
+                return
+            try:
+                seconds, n = await _one(client, models[index % len(models)], index, args)
+            except openai.APIError as e:
+                errors.append(f"{type(e).__name__}: {str(e)[:120]}")
+                return
+            latencies.append(seconds)
+            tokens += n
+
+    async with openai.AsyncOpenAI(base_url=url, api_key=args.api_key, max_retries=0, timeout=args.timeout) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(run(client, i) for i in range(args.requests)))
+        seconds = time.perf_counter() - start
+    return _figures(latencies, tokens, errors, skipped, seconds)
+
+
+def _figures(latencies: list[float], tokens: int, errors: list[str], skipped: int, seconds: float) -> dict[str, Any]:
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+    return {"requests": len(latencies), "requests_per_s": round(len(latencies) / seconds, 3),
+            "tokens_per_s": round(tokens / seconds, 2), "p50_ms": round(cuts[49] * 1000, 1) if cuts else None,
+            "p99_ms": round(cuts[98] * 1000, 1) if cuts else None, "errors": len(errors),
+            "error_kinds": sorted(set(errors))[:5], "skipped_at_time_limit": skipped, "seconds": round(seconds, 2)}
+
+
+def _print(name: str, f: dict[str, Any], console: Any) -> None:
+    print(f"{name:<9} {f['requests_per_s']:>7.3f} req/s {f['tokens_per_s']:>8.2f} tokens/s  p50 {f['p50_ms']} ms  "
+          f"p99 {f['p99_ms']} ms  errors {f['errors']}  ({f['requests']} requests in {f['seconds']} s"
+          + (f", {f['skipped_at_time_limit']} not sent: time limit" if f["skipped_at_time_limit"] else "") + ")",
+          file=console, flush=True)
+
+
+async def _bench(url: str, base: str, adapters: list[str], args: argparse.Namespace,
+                 console: Any = sys.stdout) -> dict[str, Any]:
+    import openai
+
+    deadline = time.monotonic() + args.time_limit
+    async with openai.AsyncOpenAI(base_url=url, api_key=args.api_key, max_retries=0, timeout=args.timeout) as client:
+        for model in [base, *adapters]:  # load every adapter before timing
+            await _one(client, model, 0, args)
+    phases = {}
+    for name, models in (("base", [base]), ("single", adapters[:1]), ("adapters", adapters),
+                         ("mixed", [base, *adapters])):
+        phases[name] = await _phase(url, models, args, deadline)
+        _print(name, phases[name], console)
+    single = phases["single"]["requests_per_s"] or float("nan")
+    mixed = phases["mixed"]
+    return {"requests_per_s": mixed["requests_per_s"], "p50_ms": mixed["p50_ms"], "p99_ms": mixed["p99_ms"],
+            "errors": sum(p["errors"] for p in phases.values()),
+            "mixed_vs_single": round(mixed["requests_per_s"] / single, 3),
+            "adapters_vs_single": round(phases["adapters"]["requests_per_s"] / single, 3),
+            "adapters": len(adapters), "concurrency": args.concurrency, "max_tokens": args.max_tokens,
+            "phases": phases}
+
+
+def _served_models(url: str, api_key: str) -> tuple[str, list[str]]:
+    import openai
+
+    ids = [m.id for m in openai.OpenAI(base_url=url, api_key=api_key).models.list()]
+    return ids[0], ids[1:]  # our server lists the base model first
+
+
+def main() -> int:
+    args = _args()
+    if args.url:
+        base, adapters = _served_models(args.url, args.api_key)
+        result = asyncio.run(_bench(args.url, base, adapters[: args.adapters], args))
+    else:
+        from ec2er.config import load_config, parse_override
+        from ec2er.serving.config import ServeConfig
+        from ec2er.console import console_to_log
+        from ec2er.serving.server import serving
+        from ec2er.models.random_lora import publish_stand_ins
+
+        with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+            overrides = dict(map(parse_override, args.set)) | {
+                "registry": f"{tmp}/registry", "host": LOCAL_HOSTS[0], "port": args.port,
+                "api_key": None, "api_key_env": None}
+            config = load_config(args.config, ServeConfig, overrides)
+            log_file = config.log_dir / "bench-serve.log"
+            print(f"engine and Ray logs: {log_file}", flush=True)
+            with console_to_log(log_file) as console:
+                adapters = publish_stand_ins(config.registry, config.model, args.adapters,
+                                             rank=min(8, config.engine.max_lora_rank))
+                with serving(config) as url:
+                    result = asyncio.run(_bench(url, config.served_name, adapters, args, console))
+    if not result["adapters"]:
+        print("no adapters served: nothing to compare", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":  # vLLM engines start in this process tree: guard required
+    sys.exit(main())
