@@ -26,6 +26,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# One after another: each wants both cores.
 bench: $(STAMP)
-	$(PY) jobs/bench_generate.py
+	$(PY) jobs/bench_generate.py --n 16 --min-turns 4 --max-turns 8
+	$(PY) jobs/bench_scale.py
+	$(PY) jobs/bench_train.py
+	$(PY) jobs/bench_serve.py
 	$(PY) jobs/bench_dedup.py
