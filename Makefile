@@ -24,7 +24,7 @@ demo: $(STAMP)
 	.venv/bin/ec2er run --config pipelines/run-tiny.yaml --output runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # One after another: each wants both cores.
 bench: $(STAMP)

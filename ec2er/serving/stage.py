@@ -8,6 +8,7 @@ summary carries the endpoint; ``ec2er serve`` is the same server in the foregrou
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,11 +25,13 @@ def open_serving(config: ServeConfig, inputs: StageInputs, output: Path) -> Iter
 
     check_model(config.model)
     adapters = [e.name for e in ServableAdapters(config.registry, config.model).entries()]
+    started = time.perf_counter()
     with serving(config) as url:
         yield StageSummary(
             stage="serve", output=str(output),
             headline=f"{url} serves {config.served_name} and {len(adapters)} registry adapter(s)",
-            counts={"adapters": len(adapters)}, files={"endpoint": url}, endpoint=endpoint_of(config, url))
+            seconds=round(time.perf_counter() - started, 1), counts={"adapters": len(adapters)},
+            files={"endpoint": url}, endpoint=endpoint_of(config, url))
 
 
 def endpoint_of(config: ServeConfig, url: str = "") -> Endpoint:
