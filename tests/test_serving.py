@@ -261,13 +261,16 @@ def registry(tiny_model, tmp_path_factory) -> Path:
 def server(tiny_model, registry):
     """The tiny model with two registry adapters behind Ray Serve; at most 2 adapters per batch and
     2 in host memory, so the later tests (4+ adapters) make vLLM evict and reload."""
-    from ec2er.serving.server import serving
+    from ec2er.serving.server import _serve_running, serving
 
     config = ServeConfig(model=tiny_model, served_model_name="tiny", registry=registry, port=free_port(),
                          api_key=API_KEY, engine={"max_model_len": 512, "kv_cache_gib": 1, "max_lora_rank": 8,
                                                   "max_loras": 2, "max_cpu_loras": 2})
     with serving(config) as url:
         yield url
+    # Serve started here must not outlive it in the suite's shared Ray (its controller and
+    # proxies would keep running, and a later serving() call would keep this one's port)
+    assert not _serve_running()
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,8 @@ def serving(config: ServeConfig, worker_output: bool | None = None) -> Iterator[
     """Run the config's application on Ray Serve at ``host:port`` and yield its OpenAI base URL
     once every replica's engine is up. On exit the application is deleted gracefully (each replica
     shuts its engine down); Serve and Ray are shut down too when this call started them (a cluster
-    named by ``ray_address`` / RAY_ADDRESS keeps running). ``worker_output``: see ``init_ray``."""
+    named by ``ray_address`` / RAY_ADDRESS keeps running, without Serve if this call started it).
+    ``worker_output``: see ``init_ray``."""
     import ray
     from ray import serve
 
@@ -54,6 +55,9 @@ def serving(config: ServeConfig, worker_output: bool | None = None) -> Iterator[
     # init_ray's rule: an address (config or RAY_ADDRESS) joins a cluster, else a local Ray starts
     starts_local_ray = joins_here and not (config.ray_address or os.environ.get("RAY_ADDRESS"))
     init_ray(address=config.ray_address, worker_output=worker_output)
+    # Serve's HTTP options are fixed when Serve starts: one this call did not start would keep
+    # its own port; one it did start must not outlive it (its controller and proxies keep running)
+    starts_serve = not _serve_running()
     try:
         console.adopt_library_loggers()  # importing ray.serve installed a console handler of its own
         serve.start(http_options={"host": config.host, "port": config.port})
@@ -63,7 +67,21 @@ def serving(config: ServeConfig, worker_output: bool | None = None) -> Iterator[
             raise Ec2erError(f"serving {config.served_name} failed to start: {str(e).splitlines()[0]}") from e
         yield f"http://{config.host}:{config.port}/v1"
     finally:
-        _stop(config.name, shut_serve=starts_local_ray, disconnect=joins_here)
+        # a local Ray this call started takes Serve down with it (without serve.shutdown's noise)
+        _stop(config.name, shut_serve=starts_serve and not starts_local_ray, disconnect=joins_here)
+
+
+def _serve_running() -> bool:
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    if not ray.is_initialized():
+        return False
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def _stop(name: str, *, shut_serve: bool, disconnect: bool) -> None:
@@ -74,7 +92,8 @@ def _stop(name: str, *, shut_serve: bool, disconnect: bool) -> None:
         return
     with contextlib.suppress(Exception):  # nothing deployed yet, or Serve never started
         serve.delete(name)  # graceful: each replica's __del__ shuts its engine down
-    if shut_serve and not disconnect:
-        serve.shutdown()  # (when Ray itself stops next, that stops Serve, without serve.shutdown's noise)
+    if shut_serve:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
     if disconnect:
         ray.shutdown()  # stops the local Ray this call started; only disconnects from a cluster
