@@ -10,6 +10,17 @@ from ec2er.config import EngineConfig
 log = logging.getLogger(__name__)
 
 
+_LOCAL_RAY = {"started": False}  # whether init_ray started a local Ray in this process
+
+
+def started_local_ray() -> bool:
+    """Whether the Ray this process is connected to is a local one ``init_ray`` started here (it
+    ends with this process), rather than a cluster it joined."""
+    import ray
+
+    return ray.is_initialized() and _LOCAL_RAY["started"]
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, worker_output: bool | None = None) -> None:
     """Join the cluster ``ray job submit`` started us in (RAY_ADDRESS), or start a local one.
     ``worker_output``: stream the workers' output to this process (default: only with --verbose).
@@ -36,6 +47,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, worker_out
         # address="local": always a fresh instance, never one that `ray start` left running
         ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1),
                  include_dashboard=False, **quiet)
+    _LOCAL_RAY["started"] = not address
     console.adopt_library_loggers()
     console.link_ray_logs()
     log.info("ray: %s", ray.cluster_resources())

@@ -9,7 +9,6 @@ the endpoint, tests and the benchmark all go through ``serving``.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 from collections.abc import Iterator
 
@@ -39,12 +38,13 @@ def serving(config: ServeConfig, worker_output: bool | None = None) -> Iterator[
     """Run the config's application on Ray Serve at ``host:port`` and yield its OpenAI base URL
     once every replica's engine is up. On exit the application is deleted gracefully (each replica
     shuts its engine down); Serve and Ray are shut down too when this call started them (a cluster
-    named by ``ray_address`` / RAY_ADDRESS keeps running, without Serve if this call started it).
+    named by ``ray_address`` / RAY_ADDRESS keeps running, without Serve if this call started it;
+    a local Ray of this process keeps Serve until the process ends it).
     ``worker_output``: see ``init_ray``."""
     import ray
     from ray import serve
 
-    from ec2er.ray_utils import init_ray
+    from ec2er.ray_utils import init_ray, started_local_ray
     from ec2er.serving.deployment import build_application
 
     if config.port == 0:
@@ -52,12 +52,11 @@ def serving(config: ServeConfig, worker_output: bool | None = None) -> Iterator[
     check_port_free(config.host, config.port)
     app = build_application(config)  # config errors surface before Ray starts
     joins_here = not ray.is_initialized()
-    # init_ray's rule: an address (config or RAY_ADDRESS) joins a cluster, else a local Ray starts
-    starts_local_ray = joins_here and not (config.ray_address or os.environ.get("RAY_ADDRESS"))
     init_ray(address=config.ray_address, worker_output=worker_output)
-    # Serve's HTTP options are fixed when Serve starts: one this call did not start would keep
-    # its own port; one it did start must not outlive it (its controller and proxies keep running)
-    starts_serve = not _serve_running()
+    # A Serve this call starts on a cluster must not outlive it there (its controller and proxies
+    # would keep running); in a local Ray of this process it ends with Ray, and shutting it down
+    # earlier only prints Ray's complaints about the controller's killed shutdown task.
+    shut_serve = not _serve_running() and not started_local_ray()
     try:
         console.adopt_library_loggers()  # importing ray.serve installed a console handler of its own
         serve.start(http_options={"host": config.host, "port": config.port})
@@ -67,8 +66,7 @@ def serving(config: ServeConfig, worker_output: bool | None = None) -> Iterator[
             raise Ec2erError(f"serving {config.served_name} failed to start: {str(e).splitlines()[0]}") from e
         yield f"http://{config.host}:{config.port}/v1"
     finally:
-        # a local Ray this call started takes Serve down with it (without serve.shutdown's noise)
-        _stop(config.name, shut_serve=starts_serve and not starts_local_ray, disconnect=joins_here)
+        _stop(config.name, shut_serve=shut_serve, disconnect=joins_here)
 
 
 def _serve_running() -> bool:
