@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -33,23 +34,39 @@ from pydantic import BaseModel, Field
 from ec2er.errors import ConfigError
 from ec2er.io import write_json
 
+log = logging.getLogger(__name__)
+
 DEFAULT_REGISTRY = Path("runs/adapters")
 INDEX = "index.json"
 TRAINING_RECORD = "training.json"  # what training writes beside the weights
 ADAPTER_CONFIG = "adapter_config.json"  # peft's file: its presence makes a folder an adapter
 
-# A family name and a registry name: letters, digits, '.', '_', '-'; no leading '.', no '..'.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_VERSIONED = re.compile(r"^(?P<family>.+)-v(?P<version>[1-9][0-9]*)$")
+# The one rule for names (adapter families, registry names, any model name a request gives):
+# letters, digits, '.', '_', '-'; a letter or digit first; no '..'; at most 96 characters. Matched
+# whole (fullmatch: a '$' anchor would let "name\n" through).
+NAME_CHARACTERS = "A-Za-z0-9._-"
+_NAME = re.compile(rf"[A-Za-z0-9][{NAME_CHARACTERS}]{{0,95}}")
+_VERSIONED = re.compile(r"(?P<family>.+)-v(?P<version>[1-9][0-9]*)")  # a registry name: <family>-v<N>
+
+
+def is_valid_name(name: object) -> bool:
+    """Whether ``name`` can only ever name a folder directly inside the registry: no separators,
+    no '..', no absolute path, no percent-encoded form of them, no whitespace or newline."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None and ".." not in name
 
 
 def check_name(name: str, what: str = "adapter name") -> str:
-    """``name`` if it can only ever name a folder directly inside the registry, else ValueError.
-    Refuses separators, '..', absolute paths and percent-encoded forms of them."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    """``name`` if it is valid (``is_valid_name``), else ValueError."""
+    if not is_valid_name(name):
         raise ValueError(f"invalid {what} {name!r}: use letters, digits, '.', '_' and '-' "
                          f"(not starting with '.', no '..', at most 96 characters)")
     return name
+
+
+def family_of(name: str) -> str | None:
+    """``<family>`` of a registry name ``<family>-v<N>`` (a valid name), None for any other string."""
+    match = _VERSIONED.fullmatch(name) if is_valid_name(name) else None
+    return match.group("family") if match else None
 
 
 class AdapterEntry(BaseModel):
@@ -72,12 +89,9 @@ class AdapterRegistry:
     def entries(self) -> list[AdapterEntry]:
         """Every version, oldest first. The index is rebuilt from the folders when it is missing
         or behind (a publisher killed between its rename and its index write)."""
-        index = self.root / INDEX
-        listed: list[AdapterEntry] = []
-        if index.is_file():
-            listed = [AdapterEntry.model_validate(e) for e in json.loads(index.read_text("utf-8"))["adapters"]]
+        listed = self._read_index()
         on_disk = {p.name for p in self._version_folders()}
-        if on_disk == {e.name for e in listed}:
+        if listed is not None and on_disk == {e.name for e in listed}:
             return listed
         return self._scan()
 
@@ -106,9 +120,21 @@ class AdapterRegistry:
         except ValueError:
             return None
         folder = self.root / name
-        return folder if (folder / ADAPTER_CONFIG).is_file() and _VERSIONED.match(name) else None
+        return folder if (folder / ADAPTER_CONFIG).is_file() and family_of(name) else None
 
     # ---- writing ----
+    def check_writable(self) -> None:
+        """A ConfigError now, naming the registry, if ``publish`` could not write into it: a
+        training run must not find out after hours that its adapter has nowhere to go. A registry
+        that does not exist yet is created with its missing parents, so the nearest folder that
+        exists on its path must be one this process can write in (not a file, not read-only)."""
+        root = self.root.absolute()
+        existing = next(p for p in (root, *root.parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"registry {self.root}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"registry {self.root}: cannot write in {existing} (permission denied)")
+
     def publish(self, family: str, source: str | Path, base_model: str,
                 summary: dict[str, Any] | None = None) -> AdapterEntry:
         """Copy the adapter folder ``source`` in as the next version of ``family``; returns its
@@ -138,12 +164,32 @@ class AdapterRegistry:
     def _version_folders(self) -> list[Path]:
         if not self.root.is_dir():
             return []
-        return [p for p in self.root.iterdir() if p.is_dir() and _VERSIONED.match(p.name)
+        return [p for p in self.root.iterdir() if p.is_dir() and family_of(p.name)
                 and (p / ".entry.json").is_file()]
 
+    def _read_index(self) -> list[AdapterEntry] | None:
+        """The index's entries; None when it is missing or unreadable. An unreadable index (a
+        hand edit, a copy cut short) is one warning naming it: the version folders hold
+        the same facts, so readers (servers above all) go on from them."""
+        index = self.root / INDEX
+        if not index.is_file():
+            return None
+        try:
+            return [AdapterEntry.model_validate(e) for e in json.loads(index.read_text("utf-8"))["adapters"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:  # JSON and pydantic errors are ValueErrors
+            log.warning("%s: unreadable adapter index (%s: %s); reading the version folders instead "
+                        "(the next publish rewrites it)", index, type(e).__name__, _first_line(e))
+            return None
+
     def _scan(self) -> list[AdapterEntry]:
-        entries = [AdapterEntry.model_validate_json((p / ".entry.json").read_text("utf-8"))
-                   for p in self._version_folders()]
+        entries = []
+        for folder in self._version_folders():
+            record = folder / ".entry.json"
+            try:
+                entries.append(AdapterEntry.model_validate_json(record.read_text("utf-8")))
+            except (OSError, ValueError) as e:
+                log.warning("%s: unreadable version record (%s); %s is not served or listed",
+                            record, _first_line(e), folder.name)
         return sorted(entries, key=lambda e: (e.created, e.family, e.version))
 
     def _write_index(self, entries: list[AdapterEntry]) -> None:
@@ -157,3 +203,7 @@ class AdapterRegistry:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]

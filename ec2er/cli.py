@@ -1,7 +1,7 @@
 """The ``ec2er`` command line. Every stage registers its own subcommand; errors are one line.
 
 Each stage module exposes ``register(subparsers)``, which adds its parser and sets
-``func(args) -> int``. Stages that have not landed yet say so instead of pretending.
+``func(args) -> int``.
 """
 
 from __future__ import annotations
@@ -12,41 +12,22 @@ import sys
 from pathlib import Path
 
 from ec2er import __version__
-from ec2er.errors import Ec2erError, NotBuiltYet
+from ec2er.errors import Ec2erError
 
-# subcommand -> module with register(subparsers), or the issue that will build it
+# subcommand -> the module whose register(subparsers) adds it
 STAGES: dict[str, str] = {
     "generate": "ec2er.generation.stage",
     "curate": "ec2er.curation.stage",
     "review": "ec2er.curation.review_cli",
     "train": "ec2er.training.cli",
-    "serve": "ec2er.serving.cli",
+    "serve": "ec2er.serving.stage",
     "evaluate": "ec2er.evaluation.cli",
     "run": "ec2er.run",
+    "view": "ec2er.viewer.cli",
+    "cluster": "ec2er.cluster",
 }
 
 
-def _not_built(message: str):
-    def run(args: argparse.Namespace) -> int:
-        raise NotBuiltYet(f"ec2er {args.command}: {message}")
-
-    return run
-
-
-def _register_stage(sub: argparse._SubParsersAction, name: str, target: str) -> None:
-    if target.startswith("ec2er."):
-        try:
-            module = importlib.import_module(target)
-        except ModuleNotFoundError as e:
-            if e.name != target:
-                raise
-            target = "not built yet"
-        else:
-            module.register(sub)
-            return
-    p = sub.add_parser(name, help=f"({target})", description=target)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_not_built(target))
 
 
 def _register_models(sub: argparse._SubParsersAction) -> None:
@@ -139,12 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show every log on the console too (vLLM, Ray, ...; by default in <output>/logs/)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, target in STAGES.items():
-        _register_stage(sub, name, target)
+    for module in STAGES.values():
+        importlib.import_module(module).register(sub)
     _register_models(sub)
     _register_adapters(sub)
     _register_validate(sub)
     return parser
+
+
+GLOBAL_FLAGS = ("--debug", "-v", "--verbose")
+
+
+def job_main(command: list[str], argv: list[str]) -> int:
+    """A ``jobs/<stage>.py`` entry point: ``ec2er <command> <argv>``, where the flags every command
+    shares (``--debug``, ``--verbose``) may come anywhere in ``argv``, as a job's user writes them."""
+    shared = [a for a in argv if a in GLOBAL_FLAGS]
+    return main([*shared, *command, *(a for a in argv if a not in GLOBAL_FLAGS)])
 
 
 def main(argv: list[str] | None = None) -> int:

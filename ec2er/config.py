@@ -7,14 +7,16 @@ twice in one mapping is an error too.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from ec2er.errors import ConfigError, DataError
 from ec2er.io import load_yaml
+from ec2er.schemas.facts import DEFAULT_MODEL
 
 C = TypeVar("C", bound="StrictModel")
 
@@ -39,17 +41,77 @@ class SamplingConfig(StrictModel):
                                                                        "pushes list items apart without punishing the prompt")
 
 
-class EngineConfig(StrictModel):
-    """Which engine to build and how. One config type per engine kind would be nicer once a
-    third engine exists; two kinds share enough fields that one model with a tag is clearer."""
+class RayJobConfig(StrictModel):
+    """Where a stage's Ray work runs: the ``ray:`` block every stage's recipe has (each stage adds
+    its own keys to it)."""
 
-    kind: Literal["vllm", "openai"] = "vllm"
-    model: str = "smollm2-135m-instruct"
-    # vLLM
+    address: str | None = Field(None, description="a running cluster to join (host:port or ray://...); "
+                                                   "None: RAY_ADDRESS (set by `ray job submit`), else a "
+                                                   "local Ray started for the stage")
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources every heavy actor (engine actors, training "
+                                          "workers, serving replicas) asks for on top of its CPUs/GPUs, so "
+                                          "that none lands on a node without them (the head): e.g. "
+                                          "{ec2er_worker: 1} on `ec2er cluster up` nodes; fractions let "
+                                          "several share a node. Ignored on a local Ray started for the stage")
+    shared_storage: list[str] = Field(
+        default_factory=list, description="local folders every node of the cluster sees at the same path "
+                                          "(an NFS or other shared mount): outputs, training storage and the "
+                                          "adapter registry may live under them on a multi-node cluster, "
+                                          "where any other local path is refused before work starts")
+
+    @field_validator("worker_resources")
+    @classmethod
+    def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"{name}: Ray's own resource; worker_resources names custom ones "
+                                 "(CPUs and GPUs have their own keys)")
+            if amount <= 0:
+                raise ValueError(f"{name}: {amount} must be positive")
+        return v
+
+    @field_validator("shared_storage")
+    @classmethod
+    def _absolute_mounts(cls, v: list[str]) -> list[str]:
+        for path in v:
+            if "://" in path or not os.path.isabs(path):
+                raise ValueError(f"{path!r}: a shared mount is an absolute local path (object storage "
+                                 "URIs need no declaring)")
+        return v
+
+
+class EngineBase(StrictModel):
+    """What every engine kind has: the model it answers as, its seed, JSON recovery. Each kind
+    is its own config type (``VLLMEngineConfig``, ``OpenAIEngineConfig``), and ``ec2er.llm``
+    builds an engine from a registry keyed on that type, as Ray's batch processors are built."""
+
+    model: str = DEFAULT_MODEL
+    max_model_len: int = Field(2048, ge=128, description="the context window prompts and replies must fit: "
+                                                         "what vLLM allocates, or what an endpoint's model has")
+    adapters: dict[str, str] = Field(default_factory=dict, description="adapter label -> peft folder (vLLM) or "
+                                                                       "the model name an endpoint serves it under")
+    seed: int = 0
+    # JSON recovery when constrained decoding is unavailable or output is truncated
+    max_reasks: int = Field(1, ge=0, le=5)
+    structured_outputs: bool = True
+
+    # How fast and where the engine runs, not what it writes: a resumed run or evaluation may
+    # change these (another machine, another endpoint) and keep what it has.
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def output_identity(self) -> dict[str, Any]:
+        """The settings that shape what the engine writes."""
+        return self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS))
+
+
+class VLLMEngineConfig(EngineBase):
+    """vLLM in the process (``vllm.LLM``) or as an async engine (``AsyncLLM``)."""
+
+    kind: Literal["vllm"] = "vllm"
     dtype: str = Field("auto", description="'auto': the checkpoint's dtype on GPUs, float32 on CPU "
                                            "builds (bf16 matmuls fall back to slow kernels on CPUs "
                                            "without AVX512-BF16: 3x lower batched throughput here)")
-    max_model_len: int = Field(2048, ge=128)
     enforce_eager: bool = True
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
@@ -66,35 +128,69 @@ class EngineConfig(StrictModel):
     enable_lora: bool = False
     max_lora_rank: int = Field(16, ge=1)
     max_loras: int = Field(2, ge=1)
-    adapters: dict[str, str] = Field(default_factory=dict, description="adapter label -> peft folder (vLLM) or "
-                                                                       "the model name an endpoint serves it under")
-    seed: int = 0
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to vllm.LLM as is")
-    # OpenAI-compatible endpoints
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({
+        "tensor_parallel_size", "gpu_memory_utilization", "kv_cache_gib", "cpu_reserved_cores",
+        "cpu_block_size", "max_loras"})
+
+
+class OpenAIEngineConfig(EngineBase):
+    """Any OpenAI-compatible endpoint: a vLLM server, ec2er's own (``ec2er serve``), a hosted API."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str = Field(description="the endpoint's base URL, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the bearer key")
+    api_key_file: Path | None = Field(None, description="a file holding the bearer key (wins over api_key_env)")
     max_concurrency: int = Field(16, ge=1)
     max_retries: int = Field(4, ge=0)
     timeout_s: float = Field(120.0, gt=0)
-    # JSON recovery when constrained decoding is unavailable or output is truncated
-    max_reasks: int = Field(1, ge=0, le=5)
-    structured_outputs: bool = True
 
-    # How fast and where the engine runs, not what it writes: a resumed run or evaluation may
-    # change these (another machine, another endpoint) and keep what it has.
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({
-        "tensor_parallel_size", "gpu_memory_utilization", "kv_cache_gib", "cpu_reserved_cores",
-        "cpu_block_size", "max_loras", "base_url", "api_key_env", "max_concurrency", "max_retries",
-        "timeout_s"})
+        "base_url", "api_key_env", "api_key_file", "max_concurrency", "max_retries", "timeout_s"})
 
-    def output_identity(self) -> dict[str, Any]:
-        """The settings that shape what the engine writes."""
-        return self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS))
+
+def read_secret(env: str | None, file: Path | None, what: str = "api key") -> str | None:
+    """A secret from a file (first line, stripped) or an environment variable, never from a recipe:
+    recipes are copied into logs, summaries and Ray's task arguments. None when neither names one;
+    a named file that cannot be read, or an empty one, is a ConfigError naming it."""
+    if file is not None:
+        try:
+            value = Path(file).read_text(encoding="utf-8").strip().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{file}: cannot read the {what} ({getattr(e, 'strerror', None) or e})") from None
+        if not value or not value[0].strip():
+            raise ConfigError(f"{file}: the {what} file is empty")
+        return value[0].strip()
+    return os.environ.get(env) if env else None
+
+
+def _engine_kind(value: Any) -> str:
+    """The tag of an engine config: ``kind`` as written (vllm when left out)."""
+    kind = value.get("kind", "vllm") if isinstance(value, dict) else getattr(value, "kind", "vllm")
+    return kind if kind in ENGINE_KINDS else "unknown"
+
+
+ENGINE_KINDS = {"vllm": VLLMEngineConfig, "openai": OpenAIEngineConfig}
+
+# A recipe's ``engine:``: one config type per engine kind, chosen by its ``kind`` (vllm when left out).
+EngineConfig = Annotated[
+    Annotated[VLLMEngineConfig, Tag("vllm")] | Annotated[OpenAIEngineConfig, Tag("openai")],
+    Discriminator(_engine_kind, custom_error_type="engine_kind",
+                  custom_error_message=f"Input should be {' or '.join(map(repr, ENGINE_KINDS))}"),
+]
+
+
+def error_key(err: Any) -> str:
+    """The dotted key of one pydantic error as a recipe spells it: without the union tags pydantic
+    puts in the path (``engine.vllm.dtype`` is ``engine.dtype``); a bad engine kind names ``kind``."""
+    loc = [str(p) for p in err["loc"] if p not in ENGINE_KINDS]
+    return ".".join(loc + (["kind"] if err["type"] == "engine_kind" else []))
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "<root>"
+    key = error_key(err) or "<root>"
     msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"{path}: {key}: {msg}{more}"

@@ -67,13 +67,25 @@ def setup(verbose_console: bool = False, debug: bool = False) -> None:
     adopt_library_loggers()
 
 
+class _LazyFileHandler(logging.FileHandler):
+    """Creates its folder and file with the first record (``delay``), so a run that fails before
+    it logs anything (bad data found at start) leaves no empty ``logs/`` folder behind."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def _open(self) -> IO[str]:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def log_to(folder: Path) -> Path:
-    """Add ``<folder>/ec2er.log`` (every INFO record) and remember the folder for engine output."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Add ``<folder>/ec2er.log`` (every INFO record, the folder made with the first one) and
+    remember the folder for engine output."""
     path = folder / "ec2er.log"
     root = logging.getLogger()
     if not any(getattr(h, "baseFilename", None) == str(path.absolute()) for h in root.handlers):
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _LazyFileHandler(path)
         handler.setLevel(logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.INFO)
         handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(handler)
@@ -111,6 +123,7 @@ def link_ray_logs() -> None:
 
     with contextlib.suppress(Exception):  # no session folder on this node, or a link we cannot make
         session = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
         link = folder / "ray"
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -129,6 +142,12 @@ def engine_output() -> Iterator[None]:
         yield
 
 
+def output_log() -> Path | None:
+    """The file this process's output goes to inside ``console_to_log``, else None (so Ray
+    workers started meanwhile can send their output there too)."""
+    return _settings.get("output_log")
+
+
 @contextlib.contextmanager
 def console_to_log(log_file: Path) -> Iterator[IO[str]]:
     """Send this process's stdout and stderr (and so those of the processes it starts, which
@@ -139,12 +158,15 @@ def console_to_log(log_file: Path) -> Iterator[IO[str]]:
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     console = os.fdopen(os.dup(1), "w")
+    outer = _settings.get("output_log")
     try:
         with open(log_file, "a") as log:
             os.dup2(log.fileno(), 1)
             os.dup2(log.fileno(), 2)
+            _settings["output_log"] = log_file
             yield console
     finally:
+        _settings["output_log"] = outer
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)

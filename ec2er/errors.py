@@ -16,7 +16,3 @@ class ConfigError(Ec2erError):
 
 class DataError(Ec2erError):
     """A data file that does not parse or validate: names the file, line and field."""
-
-
-class NotBuiltYet(Ec2erError):
-    """A capability whose stage has not landed yet (said honestly, never stubbed as done)."""

@@ -1,15 +1,19 @@
-"""File formats shared by every stage: JSONL in and out, atomic writes, resumable appends.
+"""Files shared by every stage: JSONL and JSON in and out, atomic writes, fingerprints, one
+writer per output folder, and dataset files from the hub.
 
 Every writer here is crash-safe: whole files are written to a temporary sibling and renamed
-into place (atomic on POSIX), and appends go line by line with a flush and fsync so a killed
-process leaves at most one torn final line, which the readers detect and the resumers drop.
+into place (atomic on POSIX), so a killed process leaves the old file or the new one. Readers
+name the file and line of anything they cannot read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -18,7 +22,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ec2er.errors import DataError
+from ec2er.errors import DataError, Ec2erError
+from ec2er.schemas.facts import OUTPUT_LOCK
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,6 +69,12 @@ def read_text(path: str | Path) -> str:
         raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
 
 
+def json_error(e: json.JSONDecodeError) -> str:
+    """'invalid JSON (Expecting value: column 7)'. The decoder's message may end in "at" itself
+    ("Unterminated string starting at"), so the column follows a colon, as in ``str(e)``."""
+    return f"invalid JSON ({e.msg}: column {e.colno})"
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
     """Yield (line_number, object) for each non-blank line; a bad line yields a DataError
     naming the file and line instead of raising, so callers can report and continue. A missing
@@ -82,7 +93,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataErr
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                yield lineno, DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})")
+                yield lineno, DataError(f"{path}:{lineno}: {json_error(e)}")
                 continue
             if not isinstance(obj, dict):
                 yield lineno, DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
@@ -98,6 +109,23 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             raise obj
         rows.append(obj)
     return rows
+
+
+def read_json(path: str | Path) -> Any:
+    """One JSON document (a record a stage wrote: stats, stage.json, training.json, an index...);
+    a missing, unreadable or corrupt file is one DataError naming it."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: {json_error(e)}; the file is "
+                        "damaged: restore it or remove it to start that part again") from None
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable hex digest of a JSON-able value (keys sorted): what resumes and reuses compare."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def read_records(path: str | Path, parse: type[M] | Callable[[dict[str, Any]], M]) -> list[M]:
@@ -158,6 +186,54 @@ def check_writable(folder: str | Path) -> Path:
     return folder
 
 
+_HELD: dict[str, int] = {}  # folders this process holds (output_lock), with their nesting depth
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold ``folder`` for one writer: a second run into it (another process) fails at once with
+    one line naming the folder and who holds it, instead of both writing the same files. An OS
+    lock (``flock``) ends with its process, so a killed run never leaves a folder locked; a
+    process may take the same folder again (nested stages). Object-storage URIs have no such lock
+    (one writer there is the user's to ensure)."""
+    if ":/" in str(folder):
+        yield Path(folder)
+        return
+    created = not Path(folder).exists()
+    folder = check_writable(folder)
+    key = str(folder.resolve())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield folder
+        finally:
+            _HELD[key] -= 1
+        return
+    with open(folder / OUTPUT_LOCK, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise Ec2erError(f"{folder}: another ec2er run is writing here ({holder}); wait for it "
+                             "to end, or choose another output folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        _HELD[key] = 1
+        try:
+            yield folder
+        finally:
+            del _HELD[key]
+            if created and [p.name for p in folder.iterdir()] == [OUTPUT_LOCK]:
+                # a run that failed at its start leaves no folder behind (the lock file goes
+                # while still held, so no other run can have taken it in between)
+                (folder / OUTPUT_LOCK).unlink()
+                folder.rmdir()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[Any]:
     """Open a temporary sibling for writing and rename it over ``path`` on success only."""
@@ -200,33 +276,20 @@ def write_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
-def append_jsonl(path: str | Path, records: Iterable[BaseModel | dict]) -> int:
-    """Append records durably (flush + fsync) for checkpoints; see ``repair_jsonl_tail``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with path.open("a", encoding="utf-8") as f:
-        for r in records:
-            f.write(dumps(r) + "\n")
-            n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    return n
+def hub_download(repo_id: str, what: str, *, filename: str | None = None,
+                 patterns: Iterable[str] = (), hint: str = "") -> Path:
+    """One file (``filename``) of a hub dataset, or its files matching ``patterns``, downloaded
+    once into the Hugging Face cache (with ``HF_HUB_OFFLINE=1``, from the cache only). Any failure
+    (offline, unknown id, gated, not an id at all) is one DataError naming ``what`` was asked for."""
+    from huggingface_hub import hf_hub_download, snapshot_download
 
-
-def repair_jsonl_tail(path: str | Path) -> int:
-    """Drop a torn last line left by a killed writer (no trailing newline or invalid JSON).
-
-    Returns the number of bytes removed. Called before resuming an append-only file.
-    """
-    path = Path(path)
-    if not path.exists():
-        return 0
-    data = path.read_bytes()
-    keep = len(data)
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-    if keep != len(data):
-        with atomic_open(path, "wb") as f:
-            f.write(data[:keep])
-    return len(data) - keep
+    try:
+        if filename is not None:
+            return Path(hf_hub_download(repo_id, filename, repo_type="dataset"))
+        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=list(patterns) or None))
+    except Exception as e:  # offline machines, unknown ids: one line, not a traceback
+        reason = next(iter(str(e).strip().splitlines()), "")
+        target = f"{repo_id}/{filename}" if filename else repo_id
+        raise DataError(f"{what} {target!r}: not a local file or folder, and the hub download failed "
+                        f"({type(e).__name__}{': ' + reason[:200] if reason else ''})"
+                        f"{'; ' + hint if hint else ''}") from None

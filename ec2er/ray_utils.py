@@ -1,11 +1,16 @@
-"""Ray helpers shared by the stages: connecting, and the resources an engine actor asks for."""
+"""Ray helpers shared by the stages: connecting, the resources a heavy actor asks for, and where
+outputs may live when the work spans several nodes."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
-from ec2er.config import EngineConfig
+from ec2er.config import EngineBase, OpenAIEngineConfig, RayJobConfig, VLLMEngineConfig
+from ec2er.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +58,94 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, worker_out
     log.info("ray: %s", ray.cluster_resources())
 
 
-def engine_actor_resources(engine: EngineConfig, cpus_per_actor: float = 0.5) -> dict[str, float]:
+def engine_actor_resources(engine: EngineBase, cpus_per_actor: float = 0.5,
+                           resources: dict[str, float] | None = None) -> dict[str, Any]:
     """Resources for one actor owning one engine: a GPU per tensor-parallel rank on GPU builds,
-    a fractional CPU on CPU builds (Ray Data's read tasks must still get a CPU)."""
-    if engine.kind == "openai":
-        return {"num_cpus": cpus_per_actor}
+    a fractional CPU on CPU builds (Ray Data's read tasks must still get a CPU); an actor that
+    calls an endpoint only waits on the network. ``resources``: the recipe's worker resources
+    (``worker_resources``), asked on top, except by an actor calling a loopback endpoint, which
+    runs on the driver's node (so Ray must be up)."""
+    extra = {"resources": dict(resources)} if resources else {}
+    if not isinstance(engine, VLLMEngineConfig):
+        if isinstance(engine, OpenAIEngineConfig) and _loopback(engine.base_url):
+            # only this machine reaches 127.0.0.1 (the chain's own endpoint listens there): on a
+            # cluster, an actor anywhere else would call its own node
+            return {"num_cpus": cpus_per_actor, **on_this_node()}
+        return {"num_cpus": cpus_per_actor, **extra}
     from ec2er.llm.vllm_engine import is_cpu_build
 
     if is_cpu_build():
-        return {"num_cpus": cpus_per_actor}
-    return {"num_cpus": 1, "num_gpus": engine.tensor_parallel_size}
+        return {"num_cpus": cpus_per_actor, **extra}
+    return {"num_cpus": 1, "num_gpus": engine.tensor_parallel_size, **extra}
+
+
+def _loopback(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def joins_cluster(address: str | None = None) -> bool:
+    """Whether this process's Ray work runs on a cluster it joins (``address``, RAY_ADDRESS), not
+    on a local Ray it starts; answered before or after ``init_ray``."""
+    import ray
+
+    if ray.is_initialized():
+        return not _LOCAL_RAY["started"]
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
+def worker_resources(config: RayJobConfig) -> dict[str, float]:
+    """The custom resources a heavy actor asks for: the recipe's ``worker_resources`` on a joined
+    cluster; none on a local Ray of this process (one node, which has none of them), so a recipe
+    written for a cluster also runs on a laptop."""
+    return dict(config.worker_resources) if config.worker_resources and joins_cluster(config.address) else {}
+
+
+def on_this_node() -> dict[str, Any]:
+    """Options that keep an actor on the driver's node: a small bookkeeping one (progress
+    counters, a queue), since a worker node may be lost mid-run (a spot instance) and the counters
+    with it; or one that calls an endpoint only this node reaches."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                  soft=False)}
+
+
+def spans_nodes(config: RayJobConfig, asks: Iterable[str] = ()) -> str | None:
+    """Why the Ray this process is connected to runs work on other nodes than this one, or None:
+    more than one live node, or heavy work asking for a resource this node lacks (GPUs on a CPU
+    head, ``worker_resources``), which only nodes to come (the autoscaler's) can give."""
+    import ray
+
+    if not ray.is_initialized() or _LOCAL_RAY["started"]:
+        return None
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        return f"this cluster has {len(nodes)} nodes"
+    here = ray.get_runtime_context().get_node_id()
+    mine = next((n.get("Resources", {}) for n in nodes if n.get("NodeID") == here), {})
+    lacking = sorted(k for k in {*worker_resources(config), *asks} if not mine.get(k))
+    return f"the work runs on other nodes than this one (it has no {', '.join(lacking)})" if lacking else None
+
+
+def require_shared_storage(paths: dict[str, str | Path | None], config: RayJobConfig,
+                           asks: Iterable[str] = ()) -> None:
+    """Refuse, before any work, a local path that nodes other than this one would write to or read
+    from on a cluster whose work spans nodes: each would use its own disk, and the results would be
+    scattered (or missing). Object storage URIs and paths under ``ray.shared_storage`` pass."""
+    why = spans_nodes(config, asks)
+    if why is None:
+        return
+    mounts = [Path(m).resolve() for m in config.shared_storage]
+    for what, path in paths.items():
+        if path is None or "://" in str(path):
+            continue
+        where = Path(path).resolve()
+        if any(where.is_relative_to(m) for m in mounts):
+            continue
+        raise ConfigError(f"{what} {where} is a local path, but {why}: each node would use its own disk. "
+                          "Use object storage (s3://..., gs://...), or a mount every node shares, listed in "
+                          "the recipe's ray.shared_storage")

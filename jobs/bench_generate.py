@@ -9,11 +9,20 @@ lock-step turns: the same coroutines, but the engine only runs when every live d
 it, each step a batch that ends with its longest reply (the loop ec2er used before); (c) every
 request of (b) replayed at once in one flat batch; (d) the engine's own decode gain, 16 streams
 vs 1. Per-request seeds make (a), (b) and (b0) write the same dialogues (counted); each
-contender starts from an empty prefix cache. The LAST line is one JSON object with
-speedup_vs_sequential (b/a), fraction_of_raw (b/c), engine_decode_gain (d), speedup_vs_lockstep
-(b/b0), the model, N and the device.
+contender starts from an empty prefix cache.
 
-    python jobs/bench_generate.py --n 16
+The engine starts once; the contenders then run interleaved, --repeats rounds of a b b0 c d
+(jobs/benchlib.py), so that on a shared machine each ratio compares two runs of one round, not
+a quiet run with a busy one; (c) replays the requests (b) sent in its own round. The LAST line is
+one JSON object with the median over rounds of speedup_vs_sequential (b/a), fraction_of_raw
+(b/c), engine_decode_gain (d) and speedup_vs_lockstep (b/b0), each ratio taken within its round;
+``spread`` gives, for each of these, min, max, relative spread ((max - min) / median) and the
+per-round values; sequential/pipeline/lockstep/raw/engine_decode are each contender's median
+figures, ``rounds`` every round's figures; identical_dialogues is the smallest count of any
+round; plus the model, N and the device. One round of the README's run (16 dialogues, 4-8 turns,
+SmolLM2 on 2 cores) takes about 28 minutes, (a) half of it.
+
+    python jobs/bench_generate.py --n 16 --repeats 3
 """
 
 from __future__ import annotations
@@ -28,7 +37,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import benchlib  # noqa: E402  (jobs/, this script's folder)
+
 from ec2er.llm import ChatEngine, ChatRequest, RawCompletion  # noqa: E402
+from ec2er.schemas.facts import DEFAULT_MODEL  # noqa: E402
 
 
 class Recording(ChatEngine):
@@ -132,6 +144,7 @@ async def _decode_gain(engine, n: int) -> dict[str, float]:
 
     requests = [ChatRequest([{"role": "user", "content": f"Tell a long story about a lighthouse keeper, part {i}."}],
                             sampling=SamplingConfig(temperature=0.8, max_tokens=128, seed=i)) for i in range(n)]
+    await engine.reset_prefix_cache_async()  # every round from the same cache state
     await engine.achat_one(requests[0])  # warm-up
     rates = []
     for batch in (requests[:1], requests):
@@ -139,7 +152,7 @@ async def _decode_gain(engine, n: int) -> dict[str, float]:
         done = await asyncio.gather(*(engine.achat_one(r) for r in batch))
         rates.append(sum(r.completion_tokens for r in done) / (time.perf_counter() - t))
     out = {"single_tokens_per_s": round(rates[0], 2), "batch_tokens_per_s": round(rates[1], 2),
-           "gain": round(rates[1] / rates[0], 2)}
+           "gain": round(rates[1] / rates[0], 3)}
     print(f"(d) engine decode alone: {n} streams {out['batch_tokens_per_s']} tokens/s, one stream "
           f"{out['single_tokens_per_s']} tokens/s: {out['gain']}x", flush=True)
     return out
@@ -152,44 +165,82 @@ async def _run(args: argparse.Namespace) -> dict:
 
     config = _config(args)
     specs = sampler_specs(config, range(args.n))
-    engine = build_engine(config.engine, asynchronous=True)
+    engine = build_engine(config.engine, asynchronous=True)  # one engine for every contender and round
     runner = DialogueRunner(engine, config)
     await runner.run(sampler_specs(config, [args.n])[0])  # warm-up: first-call costs belong to no contender
+    rounds = await benchlib.arun_rounds(_contenders(engine, config, specs, args.n), args.repeats)
+    engine.close()
+    return _report(rounds, args)
+
+
+def _contenders(engine, config, specs, n: int) -> dict:
+    """(a), (b), (b0), (c), (d) as benchlib contenders; each starts from an empty prefix cache, and
+    (c) replays the requests (b) sent in the same round."""
+    from ec2er.generation.dialogue import DialogueRunner
+
     gate = asyncio.Semaphore(engine.max_in_flight)
 
     async def capped(run, spec):
         async with gate:
             return await run(spec)
 
-    sequential, ta = await _timed(engine, lambda: _in_order(runner, specs))
-    a = _figures("(a) one dialogue at a time", args.n, _tokens(sequential), ta)
-    recorder = Recording(engine)
-    pipeline = DialogueRunner(recorder, config)
-    coroutines, tb = await _timed(engine, lambda: asyncio.gather(*(capped(pipeline.run, s) for s in specs)))
-    b = _figures("(b) coroutines on the async engine", args.n, _tokens(coroutines), tb)
-    lockstep = Lockstep(engine)
-    stepped, tb0 = await _timed(engine, lambda: asyncio.gather(*(DialogueRunner(lockstep, config).run(s) for s in specs)))
-    b0 = _figures("(b0) lock-step turns", args.n, _tokens(stepped), tb0)
-    replay, tc = await _timed(engine, lambda: asyncio.gather(*(capped(engine.achat_one, r) for r in recorder.requests)))
-    c = _figures("(c) raw flat batch", args.n, (sum(r.completion_tokens for r in replay),
-                                                sum(r.prompt_tokens for r in replay),
-                                                sum(r.cached_tokens for r in replay)), tc)
-    d = await _decode_gain(engine, 16)
-    engine.close()
-    same = sum(x.model_dump(exclude={"metadata"}) == y.model_dump(exclude={"metadata"}) ==
-               z.model_dump(exclude={"metadata"}) for x, y, z in zip(sequential, coroutines, stepped, strict=True))
-    turns = sorted(r.metadata["turns"] for r in coroutines)
-    print(f"(a), (b) and (b0) wrote identical dialogues and items for {same} of {args.n}; turns {turns}; "
-          f"(b0) took {lockstep.steps} steps")
+    async def sequential(_round):
+        results, seconds = await _timed(engine, lambda: _in_order(DialogueRunner(engine, config), specs))
+        return {"figures": _figures("(a) one dialogue at a time", n, _tokens(results), seconds), "results": results}
+
+    async def pipeline(_round):
+        recorder = Recording(engine)
+        runner = DialogueRunner(recorder, config)
+        results, seconds = await _timed(engine, lambda: asyncio.gather(*(capped(runner.run, s) for s in specs)))
+        return {"figures": _figures("(b) coroutines on the async engine", n, _tokens(results), seconds),
+                "results": results, "requests": recorder.requests}
+
+    async def lockstep(_round):
+        stepper = Lockstep(engine)
+        results, seconds = await _timed(engine, lambda: asyncio.gather(*(DialogueRunner(stepper, config).run(s)
+                                                                          for s in specs)))
+        return {"figures": _figures("(b0) lock-step turns", n, _tokens(results), seconds) | {"steps": stepper.steps},
+                "results": results}
+
+    async def raw(this_round):
+        requests = this_round["b"]["requests"]
+        replay, seconds = await _timed(engine, lambda: asyncio.gather(*(capped(engine.achat_one, r) for r in requests)))
+        tokens = tuple(sum(getattr(r, k) for r in replay) for k in ("completion_tokens", "prompt_tokens", "cached_tokens"))
+        return {"figures": _figures("(c) raw flat batch", n, tokens, seconds)}
+
+    async def decode(_round):
+        return {"figures": await _decode_gain(engine, 16)}
+
+    return {"a": sequential, "b": pipeline, "b0": lockstep, "c": raw, "d": decode}
+
+
+def _report(rounds: list[dict], args: argparse.Namespace) -> dict:
+    def b_over(other: str) -> list:
+        return benchlib.per_round(rounds, lambda r: benchlib.ratio(r["b"]["figures"]["tokens_per_s"],
+                                                                   r[other]["figures"]["tokens_per_s"]))
+
+    summary = benchlib.summarize({
+        "speedup_vs_sequential": b_over("a"), "fraction_of_raw": b_over("c"),
+        "engine_decode_gain": benchlib.per_round(rounds, lambda r: r["d"]["figures"]["gain"]),
+        "speedup_vs_lockstep": b_over("b0")})
+    same = [sum(x.model_dump(exclude={"metadata"}) == y.model_dump(exclude={"metadata"}) ==
+                z.model_dump(exclude={"metadata"})
+                for x, y, z in zip(r["a"]["results"], r["b"]["results"], r["b0"]["results"], strict=True))
+            for r in rounds]
+    turns = sorted(res.metadata["turns"] for res in rounds[0]["b"]["results"])
+    print(f"(a), (b) and (b0) wrote identical dialogues and items for {same} of {args.n} (per round); "
+          f"turns {turns}; (b0) took {[r['b0']['figures']['steps'] for r in rounds]} steps", flush=True)
+    print("\n".join(benchlib.describe(summary)), flush=True)
+    gain = summary["engine_decode_gain"]
+    names = {"a": "sequential", "b": "pipeline", "b0": "lockstep", "c": "raw", "d": "engine_decode"}
     return {
-        "speedup_vs_sequential": round(b["tokens_per_s"] / a["tokens_per_s"], 2),
-        "fraction_of_raw": round(b["tokens_per_s"] / c["tokens_per_s"], 3),
-        "engine_decode_gain": d["gain"],
-        "speedup_vs_lockstep": round(b["tokens_per_s"] / b0["tokens_per_s"], 3),
-        "target_b_over_a": round(0.8 * d["gain"], 2),
+        **{key: summary[key] for key in summary if key != "spread"},
+        "target_b_over_a": None if gain is None else round(0.8 * gain, 2),
+        "spread": summary["spread"], "repeats": args.repeats,
         "model": args.model, "n": args.n, "turns": {"min": args.min_turns, "max": args.max_turns, "seen": turns},
-        "identical_dialogues": same, "device": _device(),
-        "sequential": a, "pipeline": b, "lockstep": b0, "raw": c, "engine_decode": d,
+        "identical_dialogues": min(same), "device": _device(),
+        **{name: benchlib.median_figures([r[key]["figures"] for r in rounds]) for key, name in names.items()},
+        "rounds": [{name: r[key]["figures"] for key, name in names.items()} for r in rounds],
     }
 
 
@@ -200,13 +251,14 @@ async def _in_order(runner, specs) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="pipelines/mads-tiny.yaml")
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--n", type=int, default=16, help="dialogues")
     parser.add_argument("--min-turns", type=int, default=4)
     parser.add_argument("--max-turns", type=int, default=14)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override, e.g. sampling.turn.max_tokens=48")
+    benchlib.add_repeats_argument(parser)
     args = parser.parse_args()
     print(json.dumps(asyncio.run(_run(args))))
 

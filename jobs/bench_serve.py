@@ -8,12 +8,19 @@ sends the same number of requests, --concurrency at a time, in four phases:
   adapters the requests spread round-robin over all the adapters
   mixed    the requests spread round-robin over the base model and all the adapters
 Every request asks for exactly --max-tokens tokens (ignore_eos) with a prompt of its own, so the
-phases do the same work. Prints requests/s, output tokens/s, p50/p99 latency and errors per phase;
-the LAST line is one JSON object: requests_per_s, p50_ms, p99_ms (the mixed phase), errors (all
-phases), mixed_vs_single and adapters_vs_single (requests/s ratios to the single phase).
+phases do the same work. Prints requests/s, output tokens/s, p50/p99 latency and errors per phase.
+
+The server starts once; the phases then run interleaved, --repeats rounds of base single adapters
+mixed (jobs/benchlib.py), so that on a shared machine each ratio compares phases run one after
+the other, not a quiet phase with a busy one. One round of the README's run (48 requests per
+phase, 8 at a time, 32 tokens) takes about 2.5 minutes. The LAST line is one JSON object: the
+median over rounds of requests_per_s, p50_ms and p99_ms (the mixed phase), mixed_vs_single and
+adapters_vs_single (requests/s ratios to the single phase of the same round); ``spread`` (for each
+ratio: min, max, relative spread (max - min) / median, per-round values); errors (all phases of
+all rounds); ``phases`` (each phase's median figures) and ``rounds`` (every round's figures).
 
 The load is bounded in count (--requests per phase, at most 2000) and time (--time-limit for all
-phases: no request starts after it), and goes only to 127.0.0.1.
+rounds and phases: no request starts after it), and goes only to 127.0.0.1.
 
     python jobs/bench_serve.py --config serve/demo.yaml --adapters 3 --requests 48 --concurrency 8
 """
@@ -33,6 +40,8 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import benchlib  # noqa: E402  (jobs/, this script's folder)
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 MAX_REQUESTS = 2000
 SCENARIOS = ["lost their job after ten years", "was praised by a mentor in front of everyone",
@@ -50,11 +59,12 @@ def _args() -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=48, help=f"requests per phase (at most {MAX_REQUESTS})")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
     p.add_argument("--max-tokens", type=int, default=32, help="output tokens per request (exactly)")
-    p.add_argument("--time-limit", type=float, default=600, help="seconds for all phases together")
+    p.add_argument("--time-limit", type=float, default=1800, help="seconds for all rounds and phases together")
     p.add_argument("--timeout", type=float, default=120, help="seconds one request may take")
     p.add_argument("--api-key", default="unused", help="bearer token, if the server wants one")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the serving recipe (e.g. engine.max_loras=4), repeatable")
+    benchlib.add_repeats_argument(p)
     args = p.parse_args()
     if not 1 <= args.requests <= MAX_REQUESTS:
         p.error(f"--requests must be 1..{MAX_REQUESTS}")
@@ -126,19 +136,33 @@ async def _bench(url: str, base: str, adapters: list[str], args: argparse.Namesp
     async with openai.AsyncOpenAI(base_url=url, api_key=args.api_key, max_retries=0, timeout=args.timeout) as client:
         for model in [base, *adapters]:  # load every adapter before timing
             await _one(client, model, 0, args)
-    phases = {}
-    for name, models in (("base", [base]), ("single", adapters[:1]), ("adapters", adapters),
-                         ("mixed", [base, *adapters])):
-        phases[name] = await _phase(url, models, args, deadline)
-        _print(name, phases[name], console)
-    single = phases["single"]["requests_per_s"] or float("nan")
+
+    def phase(name: str, models: list[str]):
+        async def run(_round: dict) -> dict[str, Any]:
+            figures = await _phase(url, models, args, deadline)
+            _print(name, figures, console)
+            return figures
+        return run
+
+    rounds = await benchlib.arun_rounds(
+        {"base": phase("base", [base]), "single": phase("single", adapters[:1]),
+         "adapters": phase("adapters", adapters), "mixed": phase("mixed", [base, *adapters])}, args.repeats, console)
+    return _report(rounds, adapters, args, console)
+
+
+def _report(rounds: list[dict], adapters: list[str], args: argparse.Namespace, console: Any) -> dict[str, Any]:
+    def over_single(name: str) -> list:
+        return benchlib.per_round(rounds, lambda r: benchlib.ratio(r[name]["requests_per_s"],
+                                                                   r["single"]["requests_per_s"]))
+
+    summary = benchlib.summarize({"mixed_vs_single": over_single("mixed"), "adapters_vs_single": over_single("adapters")})
+    print("\n".join(benchlib.describe(summary)), file=console, flush=True)
+    phases = {name: benchlib.median_figures([r[name] for r in rounds]) for name in rounds[0]}
     mixed = phases["mixed"]
     return {"requests_per_s": mixed["requests_per_s"], "p50_ms": mixed["p50_ms"], "p99_ms": mixed["p99_ms"],
-            "errors": sum(p["errors"] for p in phases.values()),
-            "mixed_vs_single": round(mixed["requests_per_s"] / single, 3),
-            "adapters_vs_single": round(phases["adapters"]["requests_per_s"] / single, 3),
+            "errors": sum(p["errors"] for r in rounds for p in r.values()), **summary, "repeats": args.repeats,
             "adapters": len(adapters), "concurrency": args.concurrency, "max_tokens": args.max_tokens,
-            "phases": phases}
+            "phases": phases, "rounds": rounds}
 
 
 def _served_models(url: str, api_key: str) -> tuple[str, list[str]]:
@@ -163,7 +187,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
             overrides = dict(map(parse_override, args.set)) | {
                 "registry": f"{tmp}/registry", "host": LOCAL_HOSTS[0], "port": args.port,
-                "api_key": None, "api_key_env": None}
+                "api_key_env": None, "api_key_file": None}
             config = load_config(args.config, ServeConfig, overrides)
             log_file = config.log_dir / "bench-serve.log"
             print(f"engine and Ray logs: {log_file}", flush=True)

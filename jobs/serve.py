@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the uploaded working dir first
 
-from ec2er.cli import main  # noqa: E402
+from ec2er.cli import job_main  # noqa: E402
 
 if __name__ == "__main__":  # vLLM engines start in this process tree: guard required
-    sys.exit(main(["serve", *sys.argv[1:]]))
+    sys.exit(job_main(["serve"], sys.argv[1:]))

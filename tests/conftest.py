@@ -49,10 +49,10 @@ def tiny_adapters(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model: str, tiny_adapters: dict[str, str]):
     """vLLM on the tiny random Llama with two LoRA adapters loaded."""
-    from ec2er.config import EngineConfig
+    from ec2er.config import VLLMEngineConfig
     from ec2er.llm import build_engine
 
-    engine = build_engine(EngineConfig(model=tiny_model, max_model_len=1024, kv_cache_gib=1,
+    engine = build_engine(VLLMEngineConfig(model=tiny_model, max_model_len=1024, kv_cache_gib=1,
                                        adapters=tiny_adapters, max_lora_rank=8, max_loras=2))
     yield engine
     engine.close()
@@ -61,12 +61,37 @@ def tiny_engine(tiny_model: str, tiny_adapters: dict[str, str]):
 @pytest.fixture(scope="session")
 def smollm2_engine(smollm2_model: str):
     """vLLM on the embedded default model (the one real model these tests use)."""
-    from ec2er.config import EngineConfig
+    from ec2er.config import VLLMEngineConfig
     from ec2er.llm import build_engine
 
-    engine = build_engine(EngineConfig(model="smollm2-135m-instruct", max_model_len=2048, kv_cache_gib=1))
+    engine = build_engine(VLLMEngineConfig(model="smollm2-135m-instruct", max_model_len=2048, kv_cache_gib=1))
     yield engine
     engine.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests on the multi-node cluster run last and one after another, so that the cluster
+    (several Ray nodes) is up only while they run."""
+    items.sort(key=lambda item: "multinode" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
+def multinode():
+    """A multi-node Ray cluster on this host (``ec2er.cluster.LocalCluster``) shared by the cluster
+    tests: a head with 1 CPU and no worker resource, and worker nodes of 2 CPUs carrying
+    ``ec2er_worker: 1``, which Ray's fake autoscaler adds (up to 3) as work asks for them; tests add
+    and kill nodes too. Nodes are declared dead after 5 missed 1-second health checks (Ray's
+    default: 15 s). It stops only its own processes."""
+    import shutil
+    import tempfile
+
+    from ec2er.cluster import LocalCluster
+
+    root = Path(tempfile.mkdtemp(prefix="ec2er-mn-", dir="/tmp"))  # short: Ray's socket paths are limited
+    cluster = LocalCluster.up(root, autoscale=3, health_check_period_ms=1000)
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)  # Ray's session folders (the tests keep their own logs)
 
 
 @pytest.fixture(scope="session")

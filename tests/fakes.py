@@ -92,15 +92,17 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, obj: object,
 
 
 class LoopbackServer:
-    """A threaded HTTP server on 127.0.0.1 (a free port), as a context manager."""
+    """A threaded HTTP server on 127.0.0.1 (or ``host``: this machine's address, which every Ray
+    node reaches), on a free port, as a context manager."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler]):
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1"):
+        self.host = host
+        self.server = ThreadingHTTPServer((host, 0), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return f"http://{self.host}:{self.server.server_address[1]}/v1"
 
     def __enter__(self):
         self.thread.start()
@@ -114,10 +116,12 @@ class LoopbackServer:
 class FakeOpenAIServer(LoopbackServer):
     """The fake's replies behind /v1/chat/completions and /v1/models on 127.0.0.1."""
 
-    def __init__(self, model: str = "fake-model", all_met_at: int | None = 6, delay_s: float = 0.0):
+    def __init__(self, model: str = "fake-model", all_met_at: int | None = 6, delay_s: float = 0.0,
+                 host: str = "127.0.0.1"):
         self.model, self.all_met_at, self.delay_s = model, all_met_at, delay_s
         self.requests = 0
         self.fail_every: int | None = None  # every n-th chat request answers HTTP 503
+        self.no_choices = False  # every chat request answers 200 without choices (a reply no code expects)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -137,6 +141,10 @@ class FakeOpenAIServer(LoopbackServer):
                 if fake.fail_every and fake.requests % fake.fail_every == 0:
                     send_json(self, 503, {"error": {"message": "overloaded"}})
                     return
+                if fake.no_choices:
+                    send_json(self, 200, {"id": "c", "object": "chat.completion", "created": 0,
+                                          "model": body["model"], "choices": []})
+                    return
                 fmt = body.get("response_format") or {}
                 name = fmt.get("json_schema", {}).get("name") if fmt else None
                 text = fake_reply(body["messages"], body.get("seed"), name, fake.all_met_at)
@@ -146,4 +154,4 @@ class FakeOpenAIServer(LoopbackServer):
                             "usage": {"prompt_tokens": 7, "completion_tokens": len(text) // 4,
                                       "total_tokens": 7 + len(text) // 4}})
 
-        super().__init__(Handler)
+        super().__init__(Handler, host)

@@ -121,20 +121,59 @@ def test_curation_names_malformed_lines_on_the_console(tmp_path, caplog):
     assert any(f"{gen / 'eu.jsonl'}:2: invalid JSON" in r.getMessage() for r in caplog.records)
 
 
+def test_a_benchmark_folder_without_a_task_the_recipe_asks_for(tmp_path, capsys):
+    """A recipe asking for EU and EA on a folder holding only EU.jsonl: evaluation does not drop
+    EA silently, and curation does not decontaminate against half the benchmark."""
+    from test_evaluation import write_benchmark
+
+    bench = write_benchmark(tmp_path / "bench", n=4, languages=("en",))
+    (bench / "EA.jsonl").unlink()
+    assert main(["evaluate", "--config", str(REPO / "pipelines/eval-tiny.yaml"), "--output", str(tmp_path / "e"),
+                 "--benchmark", str(bench)]) == 2
+    _one_line_error(capsys, str(bench), "no EA.jsonl")
+    assert not (tmp_path / "e" / "results.json").exists()
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    (gen / "eu.jsonl").write_text(FIXTURE.read_text())
+    assert main(["curate", "--input", str(gen), "--output", str(tmp_path / "c"), "--benchmark", str(bench)]) == 2
+    _one_line_error(capsys, str(bench), "no EA.jsonl")
+    assert not (tmp_path / "c" / "train.jsonl").exists()
+
+
+def test_a_broken_json_line_reads_well(tmp_path, capsys):
+    """The decoder's own message may end in "at" ("Invalid control character at"): the column
+    follows a colon, never a second "at"."""
+    broken = tmp_path / "items.jsonl"
+    broken.write_text(FIXTURE.read_text().splitlines()[0] + '\n{"qid": "unterminated\n')
+    assert main(["validate", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert f"{broken}:2: invalid JSON (Invalid control character at: column 22)" in err and "at at" not in err
+
+
+# Each stage's job entry point and a recipe it takes.
+JOB_RECIPES = {"generate.py": "pipelines/mads-tiny.yaml", "curate.py": "pipelines/curate.yaml",
+               "train.py": "pipelines/train-tiny-random.yaml", "serve.py": "serve/demo.yaml",
+               "evaluate.py": "pipelines/eval-tiny.yaml", "run.py": "pipelines/run-tiny-random.yaml"}
+
+
 def test_a_wrong_key_in_a_recipe_and_a_job_entry_point(tmp_path):
-    """jobs/*.py go through the CLI: the same one-line error and exit code."""
+    """jobs/*.py go through the CLI: the same one-line error, naming the recipe and the bad key,
+    and exit code."""
     import subprocess
     import sys
 
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("pipeline: mads\nnum_dialogues: 2\nturns: {max_turn: 4}\n")
-    for job in sorted((REPO / "jobs").glob("*.py")):
-        if job.name.startswith("bench_"):
-            continue
-        run = subprocess.run([sys.executable, str(job), "--config", str(bad), "--output", str(tmp_path / "o")],
+    # the benchmarks and their helper (benchlib.py) take no recipe
+    jobs = sorted(j.name for j in (REPO / "jobs").glob("*.py") if not j.name.startswith("bench"))
+    assert jobs == sorted(JOB_RECIPES)  # every job is checked
+    for job in jobs:
+        bad = tmp_path / f"bad-{job.removesuffix('.py')}.yaml"
+        bad.write_text((REPO / JOB_RECIPES[job]).read_text() + "\nnum_dialogs: 2\n")  # a misspelt key
+        output = [] if job == "serve.py" else ["--output", str(tmp_path / "o")]  # a server writes no folder
+        run = subprocess.run([sys.executable, str(REPO / "jobs" / job), "--config", str(bad), *output],
                              capture_output=True, text=True, timeout=120, cwd=REPO)
-        assert run.returncode == 2, (job.name, run.stderr[-1500:])
-        assert run.stderr.strip().splitlines()[-1].startswith("ec2er: error:"), (job.name, run.stderr[-1500:])
+        assert run.returncode == 2, (job, run.stderr[-1500:])
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith("ec2er: error:") and f"{bad.name}: num_dialogs: unknown key" in last, (job, last)
 
 
 def test_an_empty_persona_file_a_malformed_line_and_a_missing_benchmark(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """The cluster files a user applies as they are: every manifest parses, and each image,
 entrypoint, recipe, import path and repository path it names exists (and each recipe validates).
-No cluster runs here; `ray job submit` against a local head is tested in test_chain.py."""
+No cluster runs here; `ray job submit` to a multi-node cluster on this machine is tested in
+test_chain.py."""
 
 from __future__ import annotations
 

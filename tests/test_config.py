@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ec2er.config import EngineConfig, StrictModel, load_config, parse_override
+from ec2er.config import EngineConfig, StrictModel, VLLMEngineConfig, load_config, parse_override
 from ec2er.errors import ConfigError
 
 
 class Recipe(StrictModel):
     name: str
-    engine: EngineConfig = EngineConfig()
+    engine: EngineConfig = VLLMEngineConfig()
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -65,7 +65,7 @@ def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
 def test_every_shipped_recipe_validates():
     """Each pipelines/*.yaml against the model of its kind (named by its file name's first word);
     a chain recipe also loads every stage recipe it names, with its overrides."""
-    from ec2er.run import RunConfig, chain
+    from ec2er.run import RunConfig, chain, shared_overrides
 
     models = {stage.name: stage.config_model for stage in chain()}
     kinds = {"mads": models["generate"], "concise": models["generate"], "curate": models["curate"],
@@ -78,7 +78,7 @@ def test_every_shipped_recipe_validates():
             for stage in chain():
                 recipe = getattr(config, stage.name)
                 for one in recipe if isinstance(recipe, list) else [recipe] if recipe else []:
-                    stage.load(one.config, one.set)
+                    stage.load(one.config, shared_overrides(config, stage) | one.set)
 
 
 class Models(StrictModel):

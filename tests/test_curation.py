@@ -337,7 +337,11 @@ def test_review_export_and_kappa(curated, tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert cli_main(["review", "kappa", *sheets]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["rows"] > 5 and -1 <= result["kappa"] < 1
+    # 5 items drawn (seed 0): 3 EU (two questions each) + 2 EA = 8 rows, judged in sheet order
+    # A: ok ok bad ok ok bad ok ok  (6 ok, 2 bad)    B: ok bad bad ok bad bad ok bad  (3 ok, 5 bad)
+    # agree on rows 1, 3, 4, 6, 7: p_o = 5/8; by chance p_e = (6*3 + 2*5) / 8^2 = 28/64
+    # kappa = (5/8 - 28/64) / (1 - 28/64) = (12/64) / (36/64) = 1/3
+    assert result == {"rows": 8, "agreement": 0.625, "kappa": round(1 / 3, 4)}
 
 
 def test_gold_positions_uniform_in_train_on_1k(tmp_path: Path) -> None:

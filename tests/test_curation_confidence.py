@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from ec2er.config import EngineConfig
+from ec2er.config import VLLMEngineConfig
 from ec2er.curation.config import JudgeConfig
 from ec2er.curation.confidence import AMBIGUOUS, judge_confidence, letter_model
 from ec2er.llm import ChatEngine, ChatRequest, RawCompletion
@@ -35,7 +35,7 @@ class ScriptedJudge(ChatEngine):
 
 def test_confidence_is_agreement_with_gold() -> None:
     items = [parse_item(EU), parse_item(EA)]
-    scored, stats = judge_confidence(items, ScriptedJudge(), JudgeConfig(engine=EngineConfig(), samples=2))
+    scored, stats = judge_confidence(items, ScriptedJudge(), JudgeConfig(engine=VLLMEngineConfig(), samples=2))
     assert [it.confidence for it in scored] == [0.5, 0.0]  # EU: emotion right, cause wrong
     assert scored[0].flags is None and scored[1].flags == [AMBIGUOUS]
     assert stats["requests"] == 6 and stats["failed_requests"] == 0 and stats["ambiguous"] == 1
@@ -65,7 +65,7 @@ def test_judge_on_vllm_tiny(tiny_engine) -> None:
     and B (cause), the EA gold is B."""
     items = [parse_item(EU), parse_item(EA)]
     judge = Recording(tiny_engine)
-    scored, stats = judge_confidence(items, judge, JudgeConfig(engine=EngineConfig(), samples=3))
+    scored, stats = judge_confidence(items, judge, JudgeConfig(engine=VLLMEngineConfig(), samples=3))
     assert stats["failed_requests"] == 0 and len(judge.answers) == 9
     emotion, cause, ea = judge.answers[0:3], judge.answers[3:6], judge.answers[6:9]
     expected_eu = (emotion.count("A") / 3 + cause.count("B") / 3) / 2

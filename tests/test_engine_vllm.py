@@ -46,11 +46,35 @@ def test_structured_output_validates_even_on_a_random_model(tiny_engine):
     assert all(isinstance(r.parsed, Pick) for r in results)
 
 
-def test_lora_requests_route_to_their_adapter(tiny_engine):
+def _hf_greedy(model: str, adapter: str | None, messages: list[dict[str, str]], tokens: int) -> str:
+    """The same greedy reply from transformers + peft: a reference that knows which adapter is which."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    net = PeftModel.from_pretrained(net, adapter) if adapter else net
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = net.generate(**ids, max_new_tokens=tokens, do_sample=False)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def _shared_prefix(x: str, y: str) -> int:
+    return next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), min(len(x), len(y)))
+
+
+def test_lora_requests_route_to_their_adapter(tiny_engine, tiny_model, tiny_adapters):
     prompt = _conv("tell me about your day")
     base, a, b = (tiny_engine.chat([ChatRequest(messages=prompt, sampling=GREEDY, adapter=name)])[0].text
                   for name in (None, "lora_a", "lora_b"))
     assert len({base, a, b}) == 3, "random adapters must change greedy output"
+    # each name gets its own adapter (swapped adapters would pass the line above): each reply
+    # follows transformers' reply with that adapter further than the other adapter's
+    ref_a, ref_b = (_hf_greedy(tiny_model, tiny_adapters[n], prompt, GREEDY.max_tokens) for n in ("lora_a", "lora_b"))
+    assert _shared_prefix(a, ref_a) > _shared_prefix(a, ref_b), (a, ref_a, ref_b)
+    assert _shared_prefix(b, ref_b) > _shared_prefix(b, ref_a), (b, ref_a, ref_b)
 
 
 def test_base_rows_mixed_with_lora_rows_get_no_adapter(tiny_engine):

@@ -17,7 +17,8 @@ from ec2er.cli import main
 from ec2er.config import SamplingConfig, load_config
 from ec2er.errors import ConfigError, DataError
 from ec2er.evaluation.config import EvalConfig
-from ec2er.evaluation.data import item_key, load_benchmark, select_items
+from ec2er.evaluation.data import select_items
+from ec2er.schemas.benchmark import item_key, load_benchmark
 from ec2er.evaluation.parsing import lenient_parse, letter_in_text, strict_parse
 from ec2er.evaluation.prompts import OFFICIAL_KEYS, constrained_answer_model, official_messages
 from ec2er.evaluation.records import EUAnswer, Prediction
@@ -173,6 +174,27 @@ def test_rotation_round_trip_and_prompt_order(bench: Path) -> None:
     assert f"A) {item.choices[1]}" in user and f"D) {item.choices[0]}" in user
     schema = constrained_answer_model(item).model_json_schema()
     assert schema["properties"]["answer"]["enum"] == ["A", "B", "C", "D"]
+
+
+def test_cot_asks_exactly_what_training_teaches(bench: Path) -> None:
+    """The adapter learns on training_examples' prompts; evaluation's cot protocol must send the
+    very same user turn for the same item (EU: the emotion question, then the cause of the
+    emotion chosen; EA: its action/response question), in the benchmark's own option order."""
+    from ec2er.evaluation.prompts import cot_messages
+    from ec2er.schemas.training import training_examples
+
+    items = load_benchmark(bench)
+    assert {i.task.value for i in items} == {"EU", "EA"} and {i.question_type for i in items if i.task.value == "EA"} \
+        == {"Action", "Response"}
+    for item in items:
+        for example in training_examples(item):
+            part = example.example_id.rsplit(":", 1)[1]
+            emotion = item.emotion_label if part == "cause" else None
+            assert cot_messages(item, 0, part, emotion) == [{"role": "user", "content": example.prompt}]
+    ea = next(i for i in items if i.task.value == "EA" and i.question_type == "Action")
+    assert f"what is the most effective action for {ea.subject}?" in cot_messages(ea, 0, "answer")[0]["content"]
+    # EmoBench's own prompt words the same question with the type as its data spells it
+    assert f"what is the most effective Action for {ea.subject}?" in official_messages(ea, 0)[1]["content"]
 
 
 # ------------------------------------------------------------------ scoring
@@ -337,6 +359,42 @@ def test_rescore_audits_predictions_from_another_tool(bench: Path, tmp_path: Pat
     assert [(p["base_model"], p["adapter"], p["correct"]) for p in audited] == [("other", "tuned", True)] * 2
 
 
+def test_rescore_reads_the_documented_keys_only_and_compares_what_a_line_stores(bench: Path, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    """A cot EU row is read from its two replies (parts), documented and required: without them
+    the audit stops at that line, naming the key, instead of scoring the row unparsed. Lines that
+    store only some results (here: answer) are compared on those alone."""
+    from ec2er.evaluation.records import ROW_KEYS
+    from ec2er.evaluation.rescore import rescore
+
+    en = [i for i in load_benchmark(bench) if i.language.value == "en"]
+    eu, ea = next(i for i in en if i.task.value == "EU"), next(i for i in en if i.task.value == "EA")
+    preds = [gold_prediction(eu, "cot"), gold_prediction(ea, "cot"), gold_prediction(ea, "official"),
+             gold_prediction(eu, "loglik")]
+    documented = (*ROW_KEYS, "response", "parts", "option_scores", "answer")
+    rows = [{k: v for k, v in p.model_dump(mode="json").items() if k in documented and v is not None} for p in preds]
+    assert "parts" in rows[0] and "parts" not in rows[1] and "lenient_answer" not in rows[0]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = rescore(path, bench, tmp_path / "out", bootstrap_samples=0)
+    assert (res.rows, res.compared, res.changed) == (4, 4, 0)
+    cells = json.loads((tmp_path / "out" / "results.json").read_text())["m"]
+    assert cells["cot"]["en"]["EU"]["overall"] == cells["cot"]["en"]["EA"]["overall"] == 1.0
+    assert cells["cot"]["en"]["parse_failure_rate"] == 0.0
+    # a line without stored results is scored but not compared
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "answer"}) + "\n" for r in rows))
+    assert (lambda r: (r.compared, r.changed))(rescore(path, bench, tmp_path / "out2", bootstrap_samples=0)) == (0, 0)
+    for line, key in ((1, "parts"), (3, "response"), (4, "option_scores")):
+        broken = [dict(r) for r in rows]
+        broken[line - 1].pop(key)
+        path.write_text("".join(json.dumps(r) + "\n" for r in broken))
+        assert main(["evaluate", "rescore", "--predictions", str(path), "--benchmark", str(bench),
+                     "--output", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"ec2er: error: {path}:{line}: missing key '{key}") and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_rescore_errors_name_the_line(bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     good = gold_prediction(next(i for i in load_benchmark(bench) if isinstance(i, EUItem)), "official").model_dump(mode="json")
     path = tmp_path / "p.jsonl"
@@ -360,7 +418,7 @@ def test_stratified_slice_keeps_every_category_in_proportion(tmp_path: Path) -> 
     for row, (coarse, fine) in zip(eu, cats):
         row |= {"coarse_category": coarse, "finegrained_category": fine}
     (tmp_path / "EU.jsonl").write_text("".join(json.dumps(r) + "\n" for r in eu))
-    items = load_benchmark(tmp_path)
+    items = load_benchmark(tmp_path, ["EU"])  # a folder without EA.jsonl serves only EU
 
     def pick(**data):
         spec = EvalConfig.model_validate({"data": {"benchmark": str(tmp_path), "tasks": ["EU"], **data},
@@ -378,7 +436,7 @@ def test_stratified_slice_keeps_every_category_in_proportion(tmp_path: Path) -> 
     with pytest.raises(ValidationError, match="offset applies to sample: head"):
         pick(limit=3, offset=2, sample="stratified")
 
-def test_data_slices_and_heldout_file(bench: Path, tmp_path: Path) -> None:
+def test_data_slices_and_heldout_file(bench: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = EvalConfig.model_validate({"data": {"benchmark": str(bench), "languages": ["zh"], "limit": 3, "offset": 2},
                                      "models": [{"name": "m", "engine": {}}]})
     items = select_items(load_benchmark(bench), cfg.data)
@@ -388,6 +446,18 @@ def test_data_slices_and_heldout_file(bench: Path, tmp_path: Path) -> None:
     eu, ea = fixture_rows(2, ("en",))
     heldout.write_text("".join(json.dumps(r) + "\n" for r in eu + ea))
     assert len(load_benchmark(heldout)) == 4
+    # a language or task the recipe asks for: an error for a benchmark folder, never dropped silently;
+    # a small held-out split may lack a task: evaluated on what it has, with a warning naming it
+    en_only = cfg.data.model_copy(update={"languages": ["en", "zh"], "offset": 0, "limit": None})
+    with pytest.raises(DataError, match=r"en-bench: no EU items in language zh"):
+        select_items(load_benchmark(write_benchmark(tmp_path / "en-bench", 2, ("en",))),
+                     en_only.model_copy(update={"benchmark": str(tmp_path / "en-bench")}))
+    heldout.write_text("".join(json.dumps(r) + "\n" for r in eu))
+    with caplog.at_level("WARNING"):
+        got = select_items(load_benchmark(heldout), en_only.model_copy(update={"benchmark": str(heldout),
+                                                                            "languages": ["en"]}))
+    assert [i.task.value for i in got] == ["EU", "EU"]
+    assert any("val.jsonl: no EA items in language en" in r.getMessage() for r in caplog.records)
     heldout.write_text(json.dumps(eu[0]) + "\n" + json.dumps(eu[1] | {"emotion_label": "Nope"}) + "\n")
     with pytest.raises(DataError, match=r"val\.jsonl:2: .*emotion_label"):
         load_benchmark(heldout)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ec2er.config import EngineConfig, load_config
+from ec2er.config import VLLMEngineConfig, load_config
 from ec2er.errors import ConfigError, DataError
 from ec2er.generation.agents import TokenBudget
 from ec2er.generation.agents.base import SESSION_CONTEXT
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_config(n: int = 4, pipeline: str = "mads", **updates) -> GenerateConfig:
     data = {"pipeline": pipeline, "num_dialogues": n, "seed": 3,
-            "engine": EngineConfig(model="fake", max_model_len=4096).model_dump()}
+            "engine": VLLMEngineConfig(model="fake", max_model_len=4096).model_dump()}
     if pipeline == "concise":
         data["turns"] = {"min_turns": 10, "max_turns": 10}
     data.update(updates)
@@ -151,7 +151,7 @@ def test_file_personas_serve_max_reuse_dialogues_with_ids_from_their_text():
 def test_concise_plan_samples_attributes():
     plan = sampler_specs(make_config(n=5, pipeline="concise",
                                      items={"eu_min": 2, "eu_max": 2, "ea_min": 2, "ea_max": 2}), range(5))
-    assert all(s.attributes is not None and s.theme is None and len(s.targets) == 4 for s in plan)
+    assert len(plan) == 5 and all(s.attributes is not None and s.theme is None and len(s.targets) == 4 for s in plan)
     assert len({s.attributes.model_dump_json() for s in plan}) > 1
 
 
@@ -245,7 +245,7 @@ def test_an_engine_or_network_failure_marks_the_dialogue_for_a_redo():
     engine._one = lambda r: (RawCompletion("", error=GenerationError(kind="http", message="HTTP 503"))
                              if r.response_model is EADraft else one(r))
     results = run(engine, config, sampler_specs(config, range(2)))
-    assert all(r.transient and r.metadata["status"] == "ok" for r in results)
+    assert len(results) == 2 and all(r.transient and r.metadata["status"] == "ok" for r in results)
 
 
 def test_an_empty_turn_fails_its_dialogue():

@@ -1,8 +1,9 @@
 """The generation job on Ray Data, end to end, with a scripted OpenAI-compatible server on
 127.0.0.1 as every actor's engine (``engine.kind: openai``), so Ray, the plan, the writers, the
 checkpoints and the failure paths run for real without starting vLLM: outputs, export,
-curation reading the run, resume after a driver kill -9, an actor killed mid-run, and dialogues
-left for a re-run after network failures."""
+curation reading the run, resume after a driver kill -9, an actor killed mid-run, dialogues
+tried again after network failures, and runs that end non-zero: a dialogue that fails every try,
+and an error no retry can fix."""
 
 from __future__ import annotations
 
@@ -143,9 +144,10 @@ def test_an_actor_killed_mid_run_is_replaced_and_its_dialogues_redone(reference,
     assert sorted(done_ids(str(out))) == sorted(done_ids(str(reference)))
 
 
-def test_network_failures_leave_dialogues_for_a_rerun(reference, tmp_path, ray_local):
-    """An endpoint that fails (HTTP 503) costs only the dialogues it touched: they are not written
-    as failed, and the next run does them, ending with the reference's items."""
+def test_network_failures_are_tried_again_and_the_run_finishes(reference, tmp_path, ray_local):
+    """An endpoint that fails now and then (HTTP 503, the client's own retries off) costs only
+    tries: each dialogue it touched is tried again at once, the run finishes with the reference's
+    items, and the dialogues that needed more than one try say so."""
     from ec2er.generation.config import GenerateConfig
     from ec2er.generation.driver import run_generation
 
@@ -153,9 +155,35 @@ def test_network_failures_leave_dialogues_for_a_rerun(reference, tmp_path, ray_l
         config = GenerateConfig.model_validate(yaml.safe_load(recipe(tmp_path, flaky).read_text()))
         flaky.fail_every = 40  # every 40th request gets a 503
         out = tmp_path / "flaky"
-        first = run_generation(config, out)
-        assert first["session"]["redo"] > 0 and first["dialogues"]["committed"] == 12 - first["session"]["redo"]
-        assert first["dialogues"]["failed"] == 0
-        flaky.fail_every = None
-        run_generation(config, out)
+        stats = run_generation(config, out)
+    assert stats["dialogues"] == {"committed": 12, "ok": 12, "failed": 0, "planned": 12}
+    tries = [json.loads(line)["tries"] for line in _metadata(out)]
+    assert stats["session"]["redo"] == sum(t - 1 for t in tries) > 0
     assert qids(out) == qids(reference)
+
+
+def _metadata(out: Path) -> list[str]:
+    from ec2er.generation.outputs import iter_result_batches
+
+    return [m for _, b in iter_result_batches(str(out), ["metadata"]) for m in b.column(0).to_pylist()]
+
+
+@pytest.mark.parametrize("fault", ["always_503", "no_choices"])
+def test_a_dialogue_that_cannot_finish_ends_the_run_with_its_cause(fault, tmp_path, ray_local, capsys):
+    """An endpoint that always fails (after ray.dialogue_tries tries), and a reply the code cannot
+    use (a programming error's stand-in, never retried): the run exits non-zero with one line
+    naming the dialogue and the cause, instead of passing it off as bad luck."""
+    with FakeOpenAIServer(model="fake-model") as broken:
+        if fault == "always_503":
+            broken.fail_every = 1
+        else:
+            broken.no_choices = True
+        path = recipe(tmp_path, broken, n=4, dialogue_tries=2)
+        assert main(["generate", "--config", str(path), "--output", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ec2er: error: dialogue ") and "\n" not in err, err
+    if fault == "always_503":
+        assert "failed all 2 tries" in err and "HTTP 503" in err, err
+    else:
+        assert "IndexError" in err and "tries" not in err, err
+    assert not done_ids(str(tmp_path / "out"))

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from fakes import LoopbackServer, send_json
 
-from ec2er.config import EngineConfig, SamplingConfig
+from ec2er.config import OpenAIEngineConfig, SamplingConfig
 from ec2er.llm import ChatRequest, build_engine
 from ec2er.schemas import ReasonedAnswer
 
@@ -60,7 +60,7 @@ class FakeOpenAI(LoopbackServer):
 
 
 def _engine(fake: FakeOpenAI, **kw):
-    return build_engine(EngineConfig(kind="openai", model="base-model", base_url=fake.base_url, **kw))
+    return build_engine(OpenAIEngineConfig(model="base-model", base_url=fake.base_url, **kw))
 
 
 def _req(i: int, **kw) -> ChatRequest:
@@ -84,7 +84,7 @@ def test_structured_batch_with_bounded_concurrency_and_adapters():
 
 
 def test_sampling_maps_onto_the_openai_body():
-    engine = build_engine(EngineConfig(kind="openai", model="m", base_url="http://127.0.0.1:9/v1"))
+    engine = build_engine(OpenAIEngineConfig(model="m", base_url="http://127.0.0.1:9/v1"))
     plain = engine.request_body(_req(0))
     assert "presence_penalty" not in plain and "extra_body" not in plain and plain["seed"] == 0
     sampling = SamplingConfig(max_tokens=8, presence_penalty=0.6, repetition_penalty=1.1, stop=["\n"])

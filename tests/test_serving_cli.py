@@ -1,6 +1,8 @@
 """``ec2er serve`` end to end: the issue's demo (embedded SmolLM2 and two registry adapters,
-answered through the official ``openai`` client), its console, and a clean SIGTERM shutdown.
-A module of its own so that it starts after tests/test_serving.py's server has stopped."""
+answered through the official ``openai`` client), its console, and a clean SIGTERM shutdown;
+the tiny model stopped by a signal to its whole process group; the checks made before anything
+starts, and a server that is not ready in time. A module of its own so that it starts after
+tests/test_serving.py's server has stopped."""
 
 from __future__ import annotations
 
@@ -45,6 +47,86 @@ def test_unknown_recipe_key_is_one_line_and_exit_2(tmp_path):
     assert run.stderr.strip().splitlines()[-1] == f"ec2er: error: {recipe}: engine.lora_slots: unknown key"
 
 
+def _tiny_recipe(tmp_path: Path, tiny_model: str, registry: Path, extra: str = "") -> Path:
+    recipe = tmp_path / "serve.yaml"
+    recipe.write_text(f"model: {tiny_model}\nserved_model_name: tiny\nregistry: {registry}\n"
+                      f"engine: {{max_model_len: 512, kv_cache_gib: 1, max_lora_rank: 8}}\n"
+                      f"log_dir: {tmp_path / 'logs'}\n{extra}")
+    return recipe
+
+
+@pytest.mark.parametrize("extra, error", [
+    ("", "registry {tmp}/typo: no such folder (ec2er train publishes adapters there; to serve the base "
+         "model alone, create it empty)"),
+    ("api_key: sk-123\n", "{tmp}/serve.yaml: api_key: a key written in a recipe travels in Ray Serve's "
+                          "deployment arguments and into logs: put it in an environment variable and name it "
+                          "(api_key_env: EC2ER_API_KEY), or in a file (api_key_file: /path/to/key)"),
+    ("api_key_file: {tmp}/nokey\n", "{tmp}/nokey: cannot read the api key (No such file or directory)"),
+])
+def test_what_serve_checks_before_starting_is_one_line_and_exit_2(tiny_model, tmp_path, extra, error):
+    recipe = _tiny_recipe(tmp_path, tiny_model, tmp_path / "typo", extra.format(tmp=tmp_path))
+    if "typo" not in error:
+        (tmp_path / "typo").mkdir()
+    run = subprocess.run([*EC2ER, "serve", "--config", str(recipe), "--port", str(_free_port())],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [f"ec2er: error: {error.format(tmp=tmp_path)}"]
+    assert run.stdout == ""
+
+
+@pytest.mark.slow
+def test_a_server_not_ready_in_time_says_why_and_exits_2(tiny_model, tmp_path):
+    """A replica that asks more CPUs than the machine has is never scheduled: after the recipe's
+    ready_timeout_s, one line says so and what it asked for, and the command ends non-zero."""
+    (tmp_path / "registry").mkdir()
+    recipe = _tiny_recipe(tmp_path, tiny_model, tmp_path / "registry",
+                          "ready_timeout_s: 5\nscaling: {resources_per_replica: {cpus: 64}}\n")
+    run = subprocess.run([*EC2ER, "serve", "--config", str(recipe), "--port", str(_free_port())],
+                         capture_output=True, text=True, cwd=REPO, timeout=240)
+    assert run.returncode == 2, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("ec2er: error: serving tiny was not ready within 5 s (ready_timeout_s): OpenAIServer ")
+    assert "each replica asks 64 CPU" in last
+
+
+@pytest.mark.slow
+def test_a_signal_to_the_process_group_stops_everything_within_seconds(tiny_model, tmp_path):
+    """As `timeout`, systemd and Kubernetes stop a service: SIGTERM to every process of the
+    group at once. Ray's own processes must not die under the server's orderly stop; the server
+    exits 0 and no process it started (Ray's, the replica's vLLM engine and worker) survives it."""
+    import httpx
+    import psutil
+
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "key").write_text("k-123\n")
+    port = _free_port()
+    recipe = _tiny_recipe(tmp_path, tiny_model, tmp_path / "registry", f"api_key_file: {tmp_path / 'key'}\n")
+    proc = subprocess.Popen([*EC2ER, "serve", "--config", str(recipe), "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ready = _read_line(proc, timeout=240)
+        assert ready.startswith(f"serve: http://127.0.0.1:{port}/v1 serves tiny and 0 registry adapter(s)")
+        assert f"logs: {tmp_path / 'logs' / f'serve-{port}.log'}" in ready, ready
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
+                           headers={"Authorization": "Bearer k-123"},
+                           json={"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+        assert reply.status_code == 200, reply.text
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert any("EngineCore" in p.name() for p in family), [p.name() for p in family]
+        stopped_at = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)  # the whole group, as `timeout` does
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped_at
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert out.strip().splitlines()[-1] == "serve: stopped"
+    _, alive = psutil.wait_procs(family, timeout=5)
+    assert alive == [], [(p.pid, p.name()) for p in alive]
+    print(f"stopped in {took:.1f} s")
+
+
 @pytest.mark.slow
 def test_demo_serves_smollm2_and_two_adapters_then_stops_cleanly_on_sigterm(smollm2_model, tmp_path):
     import openai
@@ -61,7 +143,7 @@ def test_demo_serves_smollm2_and_two_adapters_then_stops_cleanly_on_sigterm(smol
         env=os.environ | {"HF_HUB_OFFLINE": "1"})
     try:
         ready = _read_line(proc, timeout=240)
-        assert ready.startswith(f"ec2er serve: http://127.0.0.1:{port}/v1 serves smollm2-135m-instruct and "
+        assert ready.startswith(f"serve: http://127.0.0.1:{port}/v1 serves smollm2-135m-instruct and "
                                 "2 registry adapter(s)"), ready
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
         models = [m.id for m in client.models.list()]
@@ -77,7 +159,7 @@ def test_demo_serves_smollm2_and_two_adapters_then_stops_cleanly_on_sigterm(smol
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert out.strip().splitlines()[-1] == "ec2er serve: stopped"
+    assert out.strip().splitlines()[-1] == "serve: stopped"
     assert "vLLM" in (tmp_path / "logs" / f"serve-{port}.log").read_text()  # the chatter went to the log
     _, alive = psutil.wait_procs(family, timeout=30)
     assert alive == [], [p.cmdline()[:3] for p in alive]

@@ -44,9 +44,14 @@ def _recipe(tmp_path: Path, text: str) -> Path:
 # ---- the recipe ----
 
 def test_every_train_recipe_validates():
+    # (effective batch, gradient accumulation) as each recipe's comment works them out
+    stated = {"train-tiny.yaml": (4, 1), "train-qwen2.5-7b.yaml": (64, 2), "train-mistral-7b.yaml": (32, 4),
+              "train-llama3.1-8b.yaml": (32, 2)}
     for path in sorted((REPO / "pipelines").glob("train-*.yaml")):
         config = load_config(path, TrainConfig)
-        assert config.effective_batch_size() == (config.optim.effective_batch_size or config.effective_batch_size())
+        if path.name in stated:
+            assert (config.effective_batch_size(), config.gradient_accumulation()) == stated[path.name], path.name
+            assert config.optim.effective_batch_size == stated[path.name][0]
     assert load_config(REPO / "pipelines" / "train-mistral-7b.yaml", TrainConfig).zero_stage() == 3
 
 
@@ -231,6 +236,36 @@ def test_cli_reports_an_empty_training_set_in_one_line_without_starting_ray(tmp_
     code = main(["train", "--config", str(TINY_RECIPE), "--data", str(empty), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "curated/train.jsonl: 0 training examples" in err[0]
+
+
+def test_training_refuses_items_validate_refuses_naming_file_and_line(tmp_path, capsys):
+    """One valid-item definition: an item `ec2er validate` rejects (too few options) stops
+    training at its start, in one line naming the file and the line, with nothing published and
+    no empty logs/ folder left behind."""
+    curated = tmp_path / "curated"
+    curated.mkdir()
+    lines = (CURATED / "train.jsonl").read_text().splitlines()
+    bad = json.loads(lines[8])  # line 9, an EA item: 3 options where EmoBench has 4, the gold kept
+    bad["choices"] = [c for c in bad["choices"] if c != bad["label"]][:2] + [bad["label"]]
+    lines[8] = json.dumps(bad)
+    train = curated / "train.jsonl"
+    train.write_text("\n".join(lines) + "\n")
+    assert main(["validate", str(train)]) == 1
+    assert f"{train}:9: option_count" in capsys.readouterr().err
+    out, registry = tmp_path / "out", tmp_path / "registry"
+    code = main(["train", "--config", str(TINY_RECIPE), "--data", str(curated), "--output", str(out),
+                 "--set", f"registry={registry}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"{train}:9: option_count: choices: 3 options, expected 4" in err[0]
+    assert not (out / "logs").exists() and not list(registry.glob("*-v*"))
+
+
+def test_preview_needs_at_least_one_example(capsys):
+    code = main(["train", "preview", "--config", str(TINY_RECIPE), "--data", str(CURATED), "--n", "-3"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.strip() == "ec2er: error: ec2er train preview: --n -3: give at least 1 example to print"
 
 
 def test_preview_prints_what_is_learned(capsys):

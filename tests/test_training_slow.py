@@ -100,7 +100,7 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(glo
 
 def test_the_adapter_is_published_with_the_base_engines_load_and_its_tokenizer(gloo_run, registry, capsys):
     summary, _, _ = gloo_run
-    assert summary.adapters == ["tiny-random-v1"]
+    assert summary.handoff.adapters == ["tiny-random-v1"]
     folder = AdapterRegistry(registry).path("tiny-random-v1")
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == resolve_model("tiny-random-llama")
@@ -110,7 +110,7 @@ def test_the_adapter_is_published_with_the_base_engines_load_and_its_tokenizer(g
 
 def test_zero2_publishes_v2_and_never_touches_v1(zero2_run, registry, capsys):
     summary, output, v1_before = zero2_run
-    assert summary.adapters == ["tiny-random-v2"]
+    assert summary.handoff.adapters == ["tiny-random-v2"]
     assert _digest(registry / "tiny-random-v1") == v1_before
     assert AdapterRegistry(registry).names() == ["tiny-random-v1", "tiny-random-v2"]
     assert main(["adapters", "list", "--registry", str(registry)]) == 0
@@ -142,7 +142,7 @@ def test_the_merged_model_computes_what_base_plus_adapter_computes(zero2_run, re
 def test_running_a_finished_run_again_publishes_nothing(gloo_run, zero2_run, registry):
     _, output, _ = gloo_run
     again = STAGE(_config(TINY_RECIPE, registry), StageInputs(data=CURATED), output)
-    assert again.headline.startswith("already trained tiny-random-v1") and again.adapters == ["tiny-random-v1"]
+    assert again.headline.startswith("already trained tiny-random-v1") and again.handoff.adapters == ["tiny-random-v1"]
     assert AdapterRegistry(registry).names() == ["tiny-random-v1", "tiny-random-v2"]
 
 
@@ -201,7 +201,7 @@ def test_smollm2_trained_then_evaluated_by_the_eval_tiny_recipe(ray_local, smoll
     summary = STAGE(config, StageInputs(data=CURATED), tmp_path / "train")
     record = _record(tmp_path / "train")
     assert record["loss"]["final"] < record["loss"]["first"]
-    (name,) = summary.adapters
+    (name,) = summary.handoff.adapters
 
     recipe = yaml.safe_load((REPO / "pipelines" / "eval-tiny.yaml").read_text())
     recipe["data"] |= {"benchmark": str(CURATED / "train.jsonl"), "limit": 1}

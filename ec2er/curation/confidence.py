@@ -20,7 +20,8 @@ from ec2er.curation.config import JudgeConfig
 from ec2er.llm import ChatEngine, ChatRequest
 from ec2er.schemas import Item
 from ec2er.schemas.facts import LETTERS
-from ec2er.schemas.training import format_question_block, item_questions
+from ec2er.schemas.prompts import format_question_block
+from ec2er.schemas.training import item_questions
 
 log = logging.getLogger(__name__)
 

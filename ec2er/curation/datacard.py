@@ -16,6 +16,9 @@ from ec2er.io import write_text  # noqa: E402
 from ec2er.schemas import Item  # noqa: E402
 from ec2er.schemas.facts import CuratedFiles  # noqa: E402
 
+# The data card's figures, in CuratedFiles.PLOTS
+CATEGORIES_PNG, POSITIONS_PNG, LENGTHS_PNG = "categories.png", "gold_positions.png", "scenario_lengths.png"
+
 
 def _save(fig: plt.Figure, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,10 +61,10 @@ def _table(header: tuple[str, str], rows: dict[str, Any]) -> list[str]:
 
 
 def write_datacard(out_dir: Path, stats: dict[str, Any], train: list[Item], val: list[Item]) -> Path:
-    plots = out_dir / "plots"
-    cat_png = plot_categories(stats["distribution"]["train+val"], plots / "categories.png")
-    pos_png = plot_positions(stats["positions"]["train"], plots / "gold_positions.png")
-    len_png = plot_lengths(train + val, plots / "scenario_lengths.png")
+    plots = out_dir / CuratedFiles.PLOTS
+    cat_png = plot_categories(stats["distribution"]["train+val"], plots / CATEGORIES_PNG)
+    pos_png = plot_positions(stats["positions"]["train"], plots / POSITIONS_PNG)
+    len_png = plot_lengths(train + val, plots / LENGTHS_PNG)
     note = stats["config"].get("note")
     lines = ["# Data card: curated emotional-reasoning items", "", *([f"> {note}", ""] if note else []),
              f"Input: `{stats['input']}`. Items read: {stats['counts']['read']}; kept: {stats['counts']['kept']} "
@@ -69,7 +72,7 @@ def write_datacard(out_dir: Path, stats: dict[str, Any], train: list[Item], val:
              f"{stats['counts']['rejected']}.", "", "## Kept items per category", ""]
     for task, counts in stats["distribution"]["train+val"].items():
         lines += [f"### {task}", "", *_table(("category", "items"), counts), ""]
-    lines += [f"![categories](plots/{cat_png})", "", "## Rejection reasons", "",
+    lines += [f"![categories]({CuratedFiles.PLOTS}/{cat_png})", "", "## Rejection reasons", "",
               "An item may fail several checks; each is counted.", "",
               *_table(("reason", "items"), stats["rejections"]), "",
               *(["## Kept, flagged", "", "Quality checks the recipe only flags (`checks.quality: flag`): these items "
@@ -83,8 +86,8 @@ def write_datacard(out_dir: Path, stats: dict[str, Any], train: list[Item], val:
     for field, st in stats["positions"]["train"].items():
         lines.append(f"- `{field}` ({st['items']} items, {st['options']} options): "
                      f"{st['histogram']}, chi-square p = {st['p_value']}")
-    lines += ["", f"![gold positions](plots/{pos_png})", "", "## Scenario lengths", "",
-              f"![scenario lengths](plots/{len_png})", "", "## Confidence", "",
+    lines += ["", f"![gold positions]({CuratedFiles.PLOTS}/{pos_png})", "", "## Scenario lengths", "",
+              f"![scenario lengths]({CuratedFiles.PLOTS}/{len_png})", "", "## Confidence", "",
               *_table(("measure", "value"), stats["confidence"]), "",
               "## Language", "", *_table(("language", "items"),
                                          dict(Counter(i.language.value for i in train + val))), ""]

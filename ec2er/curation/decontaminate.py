@@ -1,8 +1,10 @@
 """Decontamination: drop items whose scenario is near a scenario of a held-out benchmark.
 
-The benchmark (EmoBench EU/EA by default) is read at run time from a folder holding EU.jsonl and
-EA.jsonl, or downloaded from the dataset hub by id; it is never copied into the repository. A
-benchmark is small (hundreds of scenarios), so every item is scored against every benchmark
+The benchmark (EmoBench EU/EA by default) is read at run time by the one benchmark reader
+(``ec2er.schemas.benchmark``) from a folder holding EU.jsonl and EA.jsonl, or downloaded from the
+dataset hub by id; it is never copied into the repository. Both files are required: every item,
+EU or EA, is checked against every benchmark scenario, so a missing file would let its
+scenarios leak unchecked. A benchmark is small (hundreds of scenarios), so every item is scored against every benchmark
 scenario with rapidfuzz's multi-threaded ``process.cdist``. The scorer is ``token_set_ratio`` on
 content words: a paraphrase keeps most content words but reorders, pads and reworks the rest,
 which Levenshtein on the raw strings (the dedup scorer) would miss.
@@ -18,11 +20,9 @@ import numpy as np
 from rapidfuzz import fuzz, process
 
 from ec2er.curation.quality import content_words
-from ec2er.errors import DataError
-from ec2er.io import read_jsonl
+from ec2er.schemas.benchmark import TASK_FILES, load_benchmark
 
 log = logging.getLogger(__name__)
-BENCHMARK_FILES = ("EU.jsonl", "EA.jsonl")
 
 
 @dataclass(frozen=True)
@@ -31,31 +31,18 @@ class BenchmarkScenario:
     scenario: str
 
 
-def load_benchmark(source: str | Path) -> list[BenchmarkScenario]:
-    """Scenarios of EU.jsonl and EA.jsonl in a folder, or in a hub dataset (downloaded once)."""
-    folder = Path(source)
-    if not folder.is_dir():
-        folder = _download(str(source))
-    out = []
-    for name in BENCHMARK_FILES:
-        matches = sorted(folder.rglob(name))
-        if not matches:
-            raise DataError(f"{folder}: no {name} (expected EmoBench's EU.jsonl and EA.jsonl)")
-        for row in read_jsonl(matches[0]):
-            if isinstance(row.get("scenario"), str):
-                out.append(BenchmarkScenario(f"{name}:{row.get('language', '?')}:{row.get('qid', '?')}",
-                                             row["scenario"]))
-    log.info("decontamination: %d benchmark scenarios from %s", len(out), folder)
+def benchmark_ref(ref: str) -> dict[str, str]:
+    """A ``BenchmarkScenario.ref`` as its parts: the file, the language and the qid."""
+    file, language, qid = ref.split(":", 2)
+    return {"ref": ref, "file": file, "language": language, "qid": qid}
+
+
+def benchmark_scenarios(source: str | Path) -> list[BenchmarkScenario]:
+    """The scenario of every item of the benchmark (both tasks), each with its reference."""
+    out = [BenchmarkScenario(f"{TASK_FILES[item.task]}:{item.language.value}:{item.qid}", item.scenario)
+           for item in load_benchmark(source)]
+    log.info("decontamination: %d benchmark scenarios from %s", len(out), source)
     return out
-
-
-def _download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=["*EU.jsonl", "*EA.jsonl"]))
-    except Exception as e:  # offline, unknown id: one clear line
-        raise DataError(f"benchmark {repo_id!r}: not a folder, and the hub download failed ({e})") from None
 
 
 def contamination(scenarios: list[str], benchmark: list[BenchmarkScenario], threshold: float,

@@ -2,8 +2,10 @@
 
 Order: read (a malformed line is a reject naming its file and line) -> validate -> decontaminate
 -> near-duplicates -> balance -> stratified split -> answer positions -> confidence -> write.
-Every check runs on every item, so ``rejects.jsonl`` lists EVERY reason an item failed; a
-near-duplicate cluster keeps an item that passed the other checks when it has one. All outputs are
+Every check runs on every item, so ``rejects.jsonl`` lists EVERY reason an item failed, and
+``matches`` what a near-duplicate or contaminated item matched (the kept item's qid, place and
+scenario; the benchmark's file, language and qid); a near-duplicate cluster keeps an item that
+passed the other checks when it has one. All outputs are
 written atomically; rerunning on the same input and recipe gives the same files (seeded).
 """
 
@@ -24,12 +26,12 @@ from ec2er.curation.balance import distribution, over_quota
 from ec2er.curation.config import CurateConfig
 from ec2er.curation.confidence import judge_confidence, no_judge_stats
 from ec2er.curation.datacard import write_datacard
-from ec2er.curation.decontaminate import contamination, load_benchmark
+from ec2er.curation.decontaminate import benchmark_ref, benchmark_scenarios, contamination
 from ec2er.curation.dedup import deduplicate
 from ec2er.curation.positions import balance_positions, position_stats
 from ec2er.curation.preprocess import clean_dialogues
 from ec2er.errors import DataError
-from ec2er.io import iter_jsonl, write_json, write_jsonl
+from ec2er.io import iter_jsonl, json_error, write_json, write_jsonl
 from ec2er.llm import ChatEngine
 from ec2er.schemas import Item
 from ec2er.schemas.facts import CuratedFiles, GenerationFiles
@@ -47,6 +49,8 @@ class Record:
     raw: dict[str, Any] | None
     item: Item | None = None
     reasons: list[v.Reason] = field(default_factory=list)
+    # what a near-duplicate or contamination reason points at, for people to compare side by side
+    matches: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def scenario(self) -> str | None:
@@ -55,8 +59,9 @@ class Record:
 
     def reject_line(self) -> dict[str, Any]:
         raw = self.raw or {}
-        return {"file": self.file, "line": self.line, "qid": raw.get("qid"),
+        line = {"file": self.file, "line": self.line, "qid": raw.get("qid"),
                 "reasons": [r.model_dump() for r in self.reasons], "item": self.raw}
+        return line | ({"matches": self.matches} if self.matches else {})
 
 
 def _input_lines(input_dir: Path):
@@ -70,7 +75,7 @@ def _input_lines(input_dir: Path):
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                obj = DataError(f"{where}:{n}: invalid JSON ({e.msg})")
+                obj = DataError(f"{where}:{n}: {json_error(e)}")
             yield where, n, obj
         return
     paths = [input_dir / name for name in GenerationFiles.ITEMS if (input_dir / name).is_file()]
@@ -116,16 +121,20 @@ def _decontaminate(records: list[Record], cfg: CurateConfig) -> dict[str, Any]:
     source = cfg.decontaminate.benchmark
     if not source:
         return {"benchmark": None, "note": "no benchmark configured: not decontaminated"}
-    bench = load_benchmark(source)
+    bench = benchmark_scenarios(source)
     with_text = [r for r in records if r.scenario is not None]
     hits = contamination([r.scenario for r in with_text], bench, cfg.decontaminate.threshold)
+    where = str(Path(source).resolve()) if Path(source).is_dir() else str(source)  # found from any cwd
     dropped = []
     for i, (ref, score) in sorted(hits.items()):
         rec = with_text[i]
         rec.reasons.append(v.Reason(code=v.CONTAMINATED, detail=f"near {ref} (score {score:.0f})"))
+        # the benchmark item by reference only: its text stays in the benchmark's own files
+        rec.matches.append({"code": v.CONTAMINATED, "benchmark": where, **benchmark_ref(ref),
+                            "score": round(score, 1)})
         dropped.append({"qid": rec.raw.get("qid"), "file": rec.file, "line": rec.line, "benchmark": ref,
                         "score": round(score, 1)})
-    return {"benchmark": str(source), "benchmark_scenarios": len(bench), "threshold": cfg.decontaminate.threshold,
+    return {"benchmark": where, "benchmark_scenarios": len(bench), "threshold": cfg.decontaminate.threshold,
             "dropped": len(dropped), "items": dropped}
 
 
@@ -138,6 +147,8 @@ def _deduplicate(records: list[Record], cfg: CurateConfig) -> dict[str, Any]:
         with_text[i].reasons.append(v.Reason(code=v.NEAR_DUPLICATE,
                                              detail=f"near-duplicate of qid {kept.raw.get('qid')} "
                                                     f"({kept.file}:{kept.line})"))
+        with_text[i].matches.append({"code": v.NEAR_DUPLICATE, "qid": kept.raw.get("qid"), "file": kept.file,
+                                     "line": kept.line, "scenario": kept.scenario})
     return {"threshold": cfg.dedup.threshold, "backend": cfg.dedup.backend, "candidate_pairs": result.candidates,
             "verified_pairs": result.verified, "clusters_with_duplicates": result.clusters_with_duplicates,
             "removed": int((~result.keep).sum())}

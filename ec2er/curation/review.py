@@ -17,11 +17,15 @@ from ec2er.errors import DataError
 from ec2er.io import atomic_open, read_records, write_text
 from ec2er.schemas import parse_item
 from ec2er.schemas.facts import LETTERS
-from ec2er.schemas.training import format_options, item_questions
+from ec2er.schemas.prompts import format_options
+from ec2er.schemas.training import item_questions
 
 SHEET_COLUMNS = ("row_id", "qid", "task", "scenario", "question", "options", "gold", "explanation", "judgment",
                  "comment")
 JUDGMENTS = ("ok", "bad")
+ANNOTATORS = ("A", "B")
+SHEET = "annotator_{}.csv"  # one per annotator
+README = "README.md"  # how to fill the sheets
 
 
 def export_sample(train_path: Path, n: int, out_dir: Path, seed: int = 0) -> list[Path]:
@@ -38,17 +42,17 @@ def export_sample(train_path: Path, n: int, out_dir: Path, seed: int = 0) -> lis
                          "gold": LETTERS[options.index(gold)], "explanation": item.explanation or "",
                          "judgment": "", "comment": ""})
     paths = []
-    for annotator in ("A", "B"):
-        path = out_dir / f"annotator_{annotator}.csv"
+    for annotator in ANNOTATORS:
+        path = out_dir / SHEET.format(annotator)
         with atomic_open(path) as f:
             writer = csv.DictWriter(f, fieldnames=SHEET_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
         paths.append(path)
-    write_text(out_dir / "README.md", f"# Review sample\n\n{len(chosen)} items ({len(rows)} questions) drawn "
+    write_text(out_dir / README, f"# Review sample\n\n{len(chosen)} items ({len(rows)} questions) drawn "
                f"with seed {seed} from {train_path}.\nEach annotator fills `judgment` with one of "
                f"{', '.join(JUDGMENTS)} in their own CSV, independently;\nthen run "
-               f"`ec2er review kappa annotator_A.csv annotator_B.csv`.\n")
+               f"`ec2er review kappa {' '.join(SHEET.format(a) for a in ANNOTATORS)}`.\n")
     return paths
 
 

@@ -11,7 +11,7 @@ from ec2er import console
 from ec2er.curation.config import CurateConfig
 from ec2er.errors import DataError
 from ec2er.schemas.facts import CuratedFiles
-from ec2er.stage import Stage, StageInputs, StageSummary
+from ec2er.stage import Handoff, Promise, Stage, StageInputs, StageSummary
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,24 @@ def run_curation_stage(config: CurateConfig, inputs: StageInputs, output: Path) 
         stage="curate", output=str(output),
         headline=f"kept {c['kept']} of {c['read']} items (train {c['train']}, val {c['val']}); "
                  f"rejected {c['rejected']}" + (f" ({top})" if top else ""),
-        counts=c, files={"train": str(output / CuratedFiles.TRAIN), "heldout": str(output / CuratedFiles.VAL),
-                         "datacard": str(output / CuratedFiles.DATACARD)})
+        counts=c, files={"train": str(output / CuratedFiles.TRAIN), "val": str(output / CuratedFiles.VAL),
+                         "datacard": str(output / CuratedFiles.DATACARD)},
+        highlights=[f"items:    kept {c['kept']} of {c['read']} (train {c['train']}, val {c['val']}); "
+                    f"data card {output / CuratedFiles.DATACARD}"],
+        handoff=Handoff(data=str(output), heldout=str(output / CuratedFiles.VAL)))
+
+
+def check_curation(config: CurateConfig, promised: Promise) -> None:
+    """What a chain checks before its first stage: the judge's model can be had."""
+    from ec2er.llm import check_engine
+
+    if config.judge is not None:
+        check_engine(config.judge.engine)
 
 
 STAGE = Stage(
     name="curate", help="validate, dedup, decontaminate, balance and split generated items",
-    config_model=CurateConfig, run=run_curation_stage, config_required=False,
+    config_model=CurateConfig, run=run_curation_stage, config_required=False, check=check_curation,
     data_flag="--input", data_help="a generation run's folder (eu.jsonl, ea.jsonl, dialogues.jsonl)",
     benchmark_flag=True)
 

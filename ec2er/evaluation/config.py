@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ec2er.adapters import DEFAULT_REGISTRY
-from ec2er.config import EngineConfig, SamplingConfig, StrictModel
+from ec2er.config import EngineConfig, RayJobConfig, SamplingConfig, StrictModel, VLLMEngineConfig
 from ec2er.schemas.taxonomy import Language, Task
 
 Protocol = Literal["official", "cot", "constrained", "loglik"]
@@ -83,6 +83,16 @@ class ProtocolSampling(StrictModel):
     cot: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=1024)
 
 
+class EvalRayConfig(RayJobConfig):
+    """One actor per base model, side by side."""
+
+    cpus_per_actor: float = Field(0.5, gt=0, description="Ray CPUs per model actor (fractional on CPU "
+                                                          "machines: the engine's threads use the cores anyway)")
+    max_restarts: int = Field(3, ge=0, description="times a model actor lost with its node (or its process) "
+                                                   "is started again; the parts it had not returned are "
+                                                   "asked again, and each is written once")
+
+
 class EvalConfig(StrictModel):
     name: str = "eval"
     data: DataSpec
@@ -95,8 +105,7 @@ class EvalConfig(StrictModel):
     registry: Path = Field(DEFAULT_REGISTRY, description="the adapter registry registry names are looked up in")
     bootstrap_samples: int = Field(1000, ge=0, description="0 disables confidence intervals")
     seed: int = 0
-    ray_address: str | None = None
-    cpus_per_actor: float = Field(0.5, gt=0)
+    ray: EvalRayConfig = EvalRayConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> EvalConfig:
@@ -105,7 +114,7 @@ class EvalConfig(StrictModel):
             raise ValueError(f"model names must be unique: {names}")
         if len(set(self.protocols)) != len(self.protocols):
             raise ValueError(f"protocols listed twice: {self.protocols}")
-        remote = [m.name for m in self.models if m.engine.kind != "vllm"]
+        remote = [m.name for m in self.models if not isinstance(m.engine, VLLMEngineConfig)]
         if "loglik" in self.protocols and remote:
             raise ValueError(f"protocols: loglik needs prompt log-probabilities from an in-process vLLM "
                              f"engine; {', '.join(remote)} run on an endpoint")

@@ -1,5 +1,5 @@
-"""Benchmark items: EmoBench's EU.jsonl / EA.jsonl from a folder (or the hub dataset when online),
-or a JSONL file of EU/EA items such as the held-out split of our own curated data."""
+"""The slice of a benchmark an evaluation runs on (the benchmark is read by
+``ec2er.schemas.benchmark``, the reader curation's decontamination shares)."""
 
 from __future__ import annotations
 
@@ -9,54 +9,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-
 from ec2er.errors import DataError
 from ec2er.evaluation.config import DataSpec
-from ec2er.io import read_records
-from ec2er.schemas.items import Item, parse_item
+from ec2er.schemas.items import Item
 from ec2er.schemas.taxonomy import Language, Task
 
 log = logging.getLogger(__name__)
-
-ItemKey = tuple[str, str, str]  # (language, task, qid)
-
-
-def item_key(item: Item) -> ItemKey:
-    return item.language.value, item.task.value, item.qid
-
-
-def _hub_folder(dataset_id: str) -> Path:
-    """Download the dataset's JSONL files (needs network to the hub; none on our CPU machines)."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(dataset_id, repo_type="dataset", allow_patterns=["*.jsonl"]))
-    except Exception as e:  # offline, unknown id, auth: one line for the user
-        raise DataError(f"benchmark {dataset_id!r}: not a local folder or file, and the hub "
-                        f"download failed ({type(e).__name__}: {e})") from None
-
-
-def load_benchmark(source: str | Path) -> list[Item]:
-    """Every item of a benchmark folder (EU.jsonl + EA.jsonl, found recursively for hub
-    snapshots), an items file, or a hub dataset id. Duplicate (language, task, qid) is an error."""
-    path = Path(source)
-    if path.is_file():
-        files = [path]
-    else:
-        folder = path if path.is_dir() else _hub_folder(str(source))
-        files = sorted(p for name in ("EU.jsonl", "EA.jsonl") for p in folder.rglob(name))
-        if not files:
-            raise DataError(f"{folder}: no EU.jsonl or EA.jsonl in this folder")
-    items: list[Item] = []
-    seen: set[ItemKey] = set()
-    for f in files:
-        for item in read_records(f, parse_item):
-            if item_key(item) in seen:
-                raise DataError(f"{f}: duplicate item {item_key(item)}")
-            seen.add(item_key(item))
-            items.append(item)
-    log.info("loaded %d items from %s", len(items), source)
-    return items
 
 
 def select_items(items: Iterable[Item], spec: DataSpec) -> list[Item]:
@@ -67,6 +25,9 @@ def select_items(items: Iterable[Item], spec: DataSpec) -> list[Item]:
     for lang in spec.languages:
         for task in spec.tasks:
             group = [i for i in items if i.language == Language(lang) and i.task is Task(task)]
+            if not group:
+                _no_items(spec, lang, task)
+                continue
             if spec.sample == "stratified" and spec.limit is not None:
                 out.extend(stratified_sample(group, spec.limit, spec.seed))
             else:
@@ -76,6 +37,16 @@ def select_items(items: Iterable[Item], spec: DataSpec) -> list[Item]:
         raise DataError(f"{spec.benchmark}: no items for languages {[str(x) for x in spec.languages]} "
                         f"and tasks {[str(x) for x in spec.tasks]} in this slice")
     return out
+
+
+def _no_items(spec: DataSpec, language: str, task: str) -> None:
+    """A language and task the recipe asks for that the benchmark lacks: an error for an EmoBench
+    folder (a task is never silently dropped); a warning for an items file such as a small curated
+    held-out split, which may hold only one task (the results then show the other as absent)."""
+    what = f"{spec.benchmark}: no {Task(task).value} items in language {Language(language).value}"
+    if not Path(spec.benchmark).is_file():
+        raise DataError(f"{what}; the recipe's data.tasks and data.languages ask for them")
+    log.warning("%s: evaluating without them", what)
 
 
 def stratified_sample(group: list[Item], limit: int, seed: int) -> list[Item]:

@@ -4,8 +4,9 @@
   response.yaml, MIT): system instructions + JSON answer format, then scenario, question(s) and
   lettered choices; EU asks the emotion (Question 1) then the cause (Question 2) in one prompt.
 - ``constrained``: the same messages, decoded under a JSON schema whose letters are enums.
-- ``cot``: the source paper's instruction template (ec2er.schemas.training), {"reasoning","answer"};
-  EU is asked in two turns like training: emotion, then the cause of the emotion the model chose.
+- ``cot``: the source paper's instruction (``ec2er.schemas.prompts.instruction``, the very text
+  training teaches), {"reasoning","answer"}; EU is asked in two turns like training: emotion, then
+  the cause of the emotion the model chose.
 - ``loglik``: scenario + question, each option's text scored as the assistant's reply.
 """
 
@@ -19,15 +20,10 @@ from pydantic import BaseModel, ConfigDict, create_model
 from ec2er.evaluation.rotation import rotate
 from ec2er.schemas.items import EAItem, EUItem, Item
 from ec2er.schemas.facts import LETTERS
-from ec2er.schemas.training import (
-    ea_question,
-    eu_cause_question,
-    eu_emotion_question,
-    format_instruction,
-    format_options,
-)
+from ec2er.schemas.prompts import EA_Q, EU_CAUSE_Q, EU_EMOTION_Q, TEMPLATE_VERSION, format_options, instruction
 
-PROMPT_VERSION = "eval-v1"
+# eval-v2: the question wordings come from ec2er.schemas.prompts, shared with training
+PROMPT_VERSION = f"eval-v2+{TEMPLATE_VERSION}"
 
 Messages = list[dict[str, str]]
 
@@ -52,16 +48,10 @@ ANSWER_KEYS = {
                   '"answer_q2": "<Respond to the Question 2 with the corresponding letter numbering>"'),
            "zh": '"answer_q1": "<用相应的字母进行回答问题1>",\n"answer_q2": "<用相应的字母进行回答问题2>"'},
 }
-EA_Q = {"en": "In this scenario, what is the most effective {q_type} for {subject}?",
-        "zh": "在这个场景中，{subject}最有效的{q_type}是什么？"}
 EA_USER = {
     "en": "## Scenario\n{scenario}\n\n## Question\n" + EA_Q["en"] + "\n\n## Choices\n{choices}",
     "zh": "## 场景\n{scenario}\n\n## 问题\n" + EA_Q["zh"] + "\n\n## 选项\n{choices}",
 }
-EU_EMOTION_Q = {"en": "What emotion(s) would {subject} ultimately feel in this situation?",
-                "zh": "在这种情况下，{subject}最终会感受到什么情绪？"}
-EU_CAUSE_Q = {"en": "Why would {subject} feel these emotions in this situation?",
-              "zh": "{subject}为什么会在这种情况下感受到这些情绪？"}
 EU_USER = {
     "en": ("## Scenario\n{scenario}\n\n## Question 1\n" + EU_EMOTION_Q["en"] + "\n\n"
            "## Choices for Question 1\n{emo_choices}\n\n## Question 2\n" + EU_CAUSE_Q["en"] + "\n\n"
@@ -115,17 +105,11 @@ def constrained_answer_model(item: Item) -> type[BaseModel]:
 
 
 def cot_messages(item: Item, rotation: int, part: str, emotion_text: str | None = None) -> Messages:
-    """The paper's template. ``part`` is "answer" (EA), "emotion" or "cause" (EU); the cause
-    question names the emotion the model chose (or EmoBench's neutral wording if it chose none)."""
-    if isinstance(item, EAItem):
-        question, choices = ea_question(item.subject, item.question_type), item.choices
-    elif part == "emotion":
-        question, choices = eu_emotion_question(item.subject), item.emotion_choices
-    else:
-        question = (eu_cause_question(item.subject, emotion_text) if emotion_text
-                    else EU_CAUSE_Q["en"].format(subject=item.subject))
-        choices = item.cause_choices
-    return [{"role": "user", "content": format_instruction(item.scenario, question, rotate(choices, rotation))}]
+    """The paper's instruction, as training teaches it. ``part`` is "answer" (EA), "emotion" or
+    "cause" (EU); the cause question names the emotion the model chose (or EmoBench's neutral
+    wording if it chose none)."""
+    choices, _ = item.options()[part]
+    return [{"role": "user", "content": instruction(item, part, rotate(choices, rotation), emotion_text)}]
 
 
 def loglik_requests(item: Item) -> dict[str, tuple[Messages, list[str]]]:

@@ -63,6 +63,11 @@ class Prediction(BaseModel):
     option_scores: dict[str, list[float]] | None = Field(
         None, description="loglik: length-normalised log-likelihood per option, benchmark order")
     error: str | None = Field(None, description="engine error for this row, if any")
+    gold: Answer = Field(None, description="the gold answer in the benchmark's letters, for people reading "
+                                           "this file (scoring reads the benchmark itself)")
+    prompts: dict[str, list[dict[str, str]]] | None = Field(
+        None, description="the messages each request sent: 'answer', or per part (cot EU: emotion, cause; "
+                          "loglik: the prompt each option was scored after)")
 
     @model_validator(mode="before")
     @classmethod
@@ -75,7 +80,7 @@ class Prediction(BaseModel):
 
     @model_validator(mode="after")
     def _answer_shape(self) -> Prediction:
-        for ans in (self.answer, self.lenient_answer):
+        for ans in (self.answer, self.lenient_answer, self.gold):
             if ans is not None and isinstance(ans, EUAnswer) != (self.task is Task.EU):
                 raise ValueError(f"answer {ans!r} does not fit task {self.task.value}")
         return self
@@ -83,6 +88,21 @@ class Prediction(BaseModel):
     @property
     def variant_key(self) -> tuple[str, str, str]:
         return self.model, self.protocol, self.language.value
+
+
+# What ``ec2er evaluate rescore`` reads from a predictions line of any tool (the audit contract).
+ROW_KEYS = ("model", "protocol", "language", "task", "qid", "rotation")
+COT_EU_PARTS = ("emotion", "cause")
+# Stored results an audit compares with its own, on the lines that carry them.
+STORED_KEYS = ("answer", "parsed", "correct", "lenient_answer", "lenient_parsed", "lenient_correct")
+# Read when present; any other key is ignored.
+OPTIONAL_KEYS = ("base_model", "adapter", "error")
+AUDIT_CONTRACT = (
+    f"Each line needs {', '.join(ROW_KEYS)}, and what its answers are read from: response (the raw "
+    f"reply); for cot EU rows parts.emotion and parts.cause (the two replies) instead; for loglik rows "
+    f"option_scores (per part, one score per option in the benchmark's order). Optional: "
+    f"{', '.join(STORED_KEYS)} (compared with the recomputed ones where present), base_model and "
+    f"adapter (else split from model '<base>+<adapter>'), error. Other keys are ignored.")
 
 
 def write_predictions(path: Path, preds: Iterable[Prediction]) -> None:

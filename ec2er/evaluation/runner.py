@@ -14,16 +14,15 @@ Within an actor, each protocol's rows for the base model AND its adapters go to 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ec2er.config import EngineConfig, SamplingConfig
+from ec2er.adapters import ADAPTER_CONFIG
+from ec2er.config import OpenAIEngineConfig, SamplingConfig, VLLMEngineConfig
 from ec2er.errors import ConfigError
 from ec2er.evaluation.config import EvalConfig, ModelSpec, Protocol
-from ec2er.evaluation.data import item_key
+from ec2er.schemas.benchmark import item_key
 from ec2er.evaluation.prompts import (
     PROMPT_VERSION,
     constrained_answer_model,
@@ -32,12 +31,12 @@ from ec2er.evaluation.prompts import (
     official_messages,
 )
 from ec2er.evaluation.records import EUAnswer, Prediction, write_predictions
-from ec2er.evaluation.scoring import grade, option_lists, read_answers
-from ec2er.io import check_writable, read_records
+from ec2er.evaluation.scoring import gold, grade, option_lists, read_answers
+from ec2er.io import check_writable, fingerprint, read_json, read_records
 from ec2er.llm import ChatEngine, ChatRequest, ChatResult, build_engine
 from ec2er.schemas.items import EUItem, Item
 from ec2er.stage import Endpoint
-from ec2er.schemas.facts import LETTERS
+from ec2er.schemas.facts import LETTERS, EvaluationFiles
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def _prediction(base: str, variant: Variant, protocol: Protocol, item: Item, rot
     pred = Prediction(model=model_label(base, variant), base_model=base, adapter=variant,
                       protocol=protocol, language=item.language, task=item.task, qid=item.qid,
                       rotation=rotation, response=response, answer=None, parsed=False,
-                      correct=False, **extra)
+                      correct=False, gold=gold(item), **extra)
     return grade(item, pred)
 
 
@@ -70,8 +69,8 @@ def _generate(engine: ChatEngine, base: str, variants: Sequence[Variant], items:
                             response_model=constrained_answer_model(item) if protocol == "constrained" else None)
                 for v, item, r in jobs]
     results = engine.chat(requests)
-    return [_prediction(base, v, protocol, item, r, res.text, error=_error(res))
-            for (v, item, r), res in zip(jobs, results, strict=True)]
+    return [_prediction(base, v, protocol, item, r, res.text, error=_error(res), prompts={"answer": req.messages})
+            for (v, item, r), req, res in zip(jobs, requests, results, strict=True)]
 
 
 def _cot(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequence[Item],
@@ -79,20 +78,24 @@ def _cot(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequ
     """The paper's format: EA in one turn; EU's emotion first, then the cause of the emotion the
     model chose (as in training), so EU takes a second batched call."""
     jobs = [(v, item, r) for v in variants for item in items for r in rotations]
-    first = engine.chat([ChatRequest(messages=cot_messages(item, r, "emotion" if isinstance(item, EUItem) else "answer"),
-                                     sampling=sampling, adapter=v) for v, item, r in jobs])
+    asked = [ChatRequest(messages=cot_messages(item, r, "emotion" if isinstance(item, EUItem) else "answer"),
+                         sampling=sampling, adapter=v) for v, item, r in jobs]
+    first = engine.chat(asked)
     eu = [k for k, (_, item, _) in enumerate(jobs) if isinstance(item, EUItem)]
-    second = dict(zip(eu, engine.chat([
-        ChatRequest(messages=cot_messages(jobs[k][1], jobs[k][2], "cause", _chosen_emotion(jobs[k], first[k].text)),
-                    sampling=sampling, adapter=jobs[k][0]) for k in eu]), strict=True))
+    causes = {k: ChatRequest(messages=cot_messages(jobs[k][1], jobs[k][2], "cause",
+                                                   _chosen_emotion(jobs[k], first[k].text)),
+                             sampling=sampling, adapter=jobs[k][0]) for k in eu}
+    second = dict(zip(eu, engine.chat(list(causes.values())), strict=True))
     preds = []
     for k, (v, item, r) in enumerate(jobs):
         if k in second:
             parts = {"emotion": first[k].text, "cause": second[k].text}
             preds.append(_prediction(base, v, "cot", item, r, "\n\n".join(parts.values()), parts=parts,
-                                     error=_error(first[k]) or _error(second[k])))
+                                     error=_error(first[k]) or _error(second[k]),
+                                     prompts={"emotion": asked[k].messages, "cause": causes[k].messages}))
         else:
-            preds.append(_prediction(base, v, "cot", item, r, first[k].text, error=_error(first[k])))
+            preds.append(_prediction(base, v, "cot", item, r, first[k].text, error=_error(first[k]),
+                                     prompts={"answer": asked[k].messages}))
     return preds
 
 
@@ -122,7 +125,8 @@ def _loglik(engine: ChatEngine, base: str, variants: Sequence[Variant], items: S
     per_item: dict[int, dict[str, list[float]]] = {}
     for (item, part, _, _), (total, count) in zip(rows, scores, strict=True):
         per_item.setdefault(id(item), {}).setdefault(part, []).append(total / count)
-    return [_prediction(base, None, "loglik", item, 0, "", option_scores=per_item[id(item)])
+    return [_prediction(base, None, "loglik", item, 0, "", option_scores=per_item[id(item)],
+                        prompts={part: prompt for part, (prompt, _) in loglik_requests(item).items()})
             for item in items]
 
 
@@ -152,9 +156,9 @@ def engine_config(spec: ModelSpec):
     """The spec's engine with its adapters loaded: a vLLM engine needs room for all of them, and a
     max_lora_rank no smaller than the largest adapter's rank (read from its adapter_config.json)."""
     update: dict[str, object] = {"adapters": dict(spec.adapters)}
-    if spec.adapters and spec.engine.kind == "vllm":
-        ranks = [json.loads(Path(path, "adapter_config.json").read_text(encoding="utf-8")).get("r", 0)
-                 for path in spec.adapters.values() if Path(path, "adapter_config.json").is_file()]
+    if spec.adapters and isinstance(spec.engine, VLLMEngineConfig):
+        ranks = [read_json(Path(path, ADAPTER_CONFIG)).get("r", 0)
+                 for path in spec.adapters.values() if Path(path, ADAPTER_CONFIG).is_file()]
         need = max([spec.engine.max_lora_rank, *ranks])
         update |= {"enable_lora": True, "max_loras": max(spec.engine.max_loras, len(spec.adapters)),
                    "max_lora_rank": next((r for r in VLLM_LORA_RANKS if r >= need), need)}
@@ -185,11 +189,11 @@ def part_path(out: Path, spec: ModelSpec, protocol: Protocol, config: EvalConfig
                                   for f in Path(path).glob("*") if f.is_file())
                      for name, path in spec.adapters.items()}
     model = spec.model_dump(mode="json", exclude={"engine", "init_if_missing"})
-    key = json.dumps({"model": model | {"engine": spec.engine.output_identity()}, "adapter_files": adapter_files,
-                      "protocol": protocol, "rotations": config.rotations, "prompts": PROMPT_VERSION,
-                      "sampling": sampling.model_dump(mode="json") if sampling else None,
-                      "items": [item.model_dump(mode="json") for item in items]}, sort_keys=True)
-    return out / "parts" / f"{spec.name}.{protocol}.{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsonl"
+    key = fingerprint({"model": model | {"engine": spec.engine.output_identity()}, "adapter_files": adapter_files,
+                       "protocol": protocol, "rotations": config.rotations, "prompts": PROMPT_VERSION,
+                       "sampling": sampling.model_dump(mode="json") if sampling else None,
+                       "items": [item.model_dump(mode="json") for item in items]})
+    return out / EvaluationFiles.PARTS / f"{spec.name}.{protocol}.{key[:12]}.jsonl"
 
 
 def run_models(config: EvalConfig, items: list[Item], out: Path) -> list[Prediction]:
@@ -216,11 +220,22 @@ def _predict_on_ray(config: EvalConfig, specs: list[ModelSpec], items: list[Item
                     todo: dict[str, list[tuple[Protocol, Path]]]) -> dict[Path, list[Prediction]]:
     import ray
 
-    from ec2er.ray_utils import engine_actor_resources, init_ray
+    from ec2er.ray_utils import engine_actor_resources, init_ray, require_shared_storage, worker_resources
 
-    init_ray(address=config.ray_address)
-    actors = [ray.remote(**engine_actor_resources(engine_config(m), config.cpus_per_actor))(EvalWorker).remote(m)
-              for m in specs]
+    init_ray(address=config.ray.address)
+    resources = [engine_actor_resources(engine_config(m), config.ray.cpus_per_actor, worker_resources(config.ray))
+                 for m in specs]
+    # each actor loads its model's adapter folders on its own node
+    require_shared_storage({f"models.{m.name}.adapters.{label}": path for m in specs
+                            if isinstance(m.engine, VLLMEngineConfig) for label, path in m.adapters.items()},
+                           config.ray, ["GPU"] if any(r.get("num_gpus") for r in resources) else [])
+    # Ray's own actor fault tolerance: an actor lost with its node is started again (where the
+    # resources are, up to max_restarts times) and the predict calls it had not answered are sent
+    # to it again. Calls are retried without a count of their own (-1), as Ray Data does: each
+    # "actor unavailable" while the node is being declared dead would use one up, and a call
+    # that raises is never retried anyway.
+    actors = [ray.remote(max_restarts=config.ray.max_restarts, max_task_retries=-1, **r)(EvalWorker).remote(m)
+              for m, r in zip(specs, resources, strict=True)]
     parts: dict[Path, list[Prediction]] = {}
     try:
         pending = {a.predict.remote(items, config, protocol): path
@@ -251,7 +266,7 @@ def resolve_adapters(config: EvalConfig) -> EvalConfig:
         resolved: dict[str, str] = {}
         for label, ref in spec.adapters.items():
             folder = registry.find(ref)
-            if spec.engine.kind != "vllm":
+            if not isinstance(spec.engine, VLLMEngineConfig):
                 resolved[label] = ref  # the endpoint checks it serves the name when the engine starts
             elif folder is not None:
                 resolved[label] = str(folder)
@@ -295,14 +310,17 @@ def through_endpoint(config: EvalConfig, endpoint: Endpoint | None) -> EvalConfi
         return config
     models = []
     for spec in config.models:
-        if spec.engine.kind == "vllm" and spec.engine.model == endpoint.model:
+        if isinstance(spec.engine, VLLMEngineConfig) and spec.engine.model == endpoint.model:
             if "loglik" in config.protocols:
                 raise ConfigError(f"models.{spec.name}: the loglik protocol needs an in-process engine, "
                                   f"not the endpoint {endpoint.url}")
-            engine = EngineConfig(kind="openai", model=endpoint.served_name, base_url=endpoint.url,
-                                  api_key_env=endpoint.api_key_env or "EC2ER_API_KEY",
-                                  max_concurrency=spec.engine.max_concurrency, timeout_s=600.0,
-                                  max_reasks=spec.engine.max_reasks, structured_outputs=spec.engine.structured_outputs)
+            # the key from where the server reads it, and none when it asks none ("" names no
+            # variable): any other variable would send a key the server does not hold
+            engine = OpenAIEngineConfig(model=endpoint.served_name, base_url=endpoint.url,
+                                        api_key_env=endpoint.api_key_env or "", api_key_file=endpoint.api_key_file,
+                                        timeout_s=600.0,
+                                        max_model_len=spec.engine.max_model_len, max_reasks=spec.engine.max_reasks,
+                                        structured_outputs=spec.engine.structured_outputs)
             spec = spec.model_copy(update={"engine": engine})
         models.append(spec)
     return config.model_copy(update={"models": models})
@@ -314,17 +332,18 @@ def check_models(config: EvalConfig) -> None:
 
     for spec in config.models:
         check_engine(spec.engine)
-        if spec.engine.kind != "vllm" and spec.adapters:
+        if not isinstance(spec.engine, VLLMEngineConfig) and spec.adapters:
             build_engine(engine_config(spec)).check_adapters(list(spec.adapters))
 
 
 def evaluate(config: EvalConfig, output: Path | None = None) -> dict[str, Path]:
     """The whole stage: load and slice the benchmark, run every model on Ray, write the report."""
-    from ec2er.evaluation.data import load_benchmark, select_items
+    from ec2er.evaluation.data import select_items
     from ec2er.evaluation.report import write_report
+    from ec2er.schemas.benchmark import load_benchmark
 
     out = output or config.output_dir
-    benchmark = load_benchmark(config.data.benchmark)
+    benchmark = load_benchmark(config.data.benchmark, config.data.tasks)
     items = select_items(benchmark, config.data)
     check_writable(out)
     config = resolve_adapters(config)

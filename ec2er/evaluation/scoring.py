@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from scipy import stats
 
 from ec2er.evaluation.config import Protocol
-from ec2er.evaluation.data import ItemKey
+from ec2er.schemas.benchmark import ItemKey
 from ec2er.evaluation.parsing import lenient_parse, strict_parse
 from ec2er.evaluation.prompts import OFFICIAL_KEYS
 from ec2er.evaluation.records import Answer, EUAnswer, Prediction, answer_parsed
@@ -56,8 +56,8 @@ def read_answers(item: Item, protocol: Protocol, rotation: int, response: str,
             dict.fromkeys(options)
         return _as_answer(item, best), _as_answer(item, best)
     shown = {part: rotate(choices, rotation) for part, choices in options.items()}
-    if protocol == "cot":  # one {"reasoning", "answer"} reply per part
-        texts = parts if parts is not None else {"answer": response}
+    if protocol == "cot":  # one {"reasoning", "answer"} reply per part: EU's two in parts, EA's in response
+        texts = parts if parts is not None and isinstance(item, EUItem) else {"answer": response}
         strict: dict[str, str | None] = {}
         lenient: dict[str, str | None] = {}
         for part in options:

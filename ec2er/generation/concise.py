@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ec2er.io import atomic_open, write_json
+from ec2er.schemas.facts import GenerationFiles as Files
 from ec2er.schemas.persona import ConciseAttributes
 from ec2er.schemas.taxonomy import (
     CommunicationStyle as Comm,
@@ -113,7 +114,7 @@ def write_concise_files(out: Path, stats: dict[str, Any]) -> dict[str, Any]:
     from ec2er.generation.outputs import iter_result_batches
 
     personas: list[dict[str, Any]] = []
-    with atomic_open(out / "items_final.jsonl") as items:
+    with atomic_open(out / Files.ITEMS_FINAL) as items:
         n_items = 0
         for task in ("eu", "ea"):
             for _, batch in iter_result_batches(str(out), [task, "metadata"]):
@@ -123,9 +124,9 @@ def write_concise_files(out: Path, stats: dict[str, Any]) -> dict[str, Any]:
                     if task == "eu":
                         m = json.loads(meta)
                         personas.append({k: m[k] for k in ("dialogue_id", "persona_id", "persona", "attributes", "status")})
-    write_json(out / "personas_final.json", personas)
-    summary = {"personas": str(out / "personas_final.json"), "items": str(out / "items_final.jsonl"),
+    write_json(out / Files.PERSONAS_FINAL, personas)
+    summary = {"personas": str(out / Files.PERSONAS_FINAL), "items": str(out / Files.ITEMS_FINAL),
                "counts": {"personas": len(personas), "items": n_items},
                "distributions": stats.get("distributions", {})}
-    write_json(out / "summary.json", summary)
+    write_json(out / Files.SUMMARY, summary)
     return summary

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ec2er.config import EngineConfig, SamplingConfig, StrictModel
+from ec2er.config import EngineConfig, RayJobConfig, SamplingConfig, StrictModel, VLLMEngineConfig
 from ec2er.schemas.facts import MAX_TURNS, MIN_TURNS
 from ec2er.schemas.taxonomy import ThemeCategory
 
@@ -86,11 +86,10 @@ class ActorRange(StrictModel):
         return self
 
 
-class RayConfig(StrictModel):
+class RayConfig(RayJobConfig):
     """The Ray Data job: joins RAY_ADDRESS under ``ray job submit`` (or ``address``), else starts
     a local Ray. Each actor owns one engine and runs many dialogues on it at once."""
 
-    address: str | None = None
     actors: int | ActorRange = Field(1, description="engine actors: a fixed number, or {min, max} to autoscale")
     batch_size: int = Field(16, ge=1, description="dialogues per map_batches call")
     max_concurrent_batches: int = Field(4, ge=1, description="batches one actor works on at once, so a "
@@ -102,6 +101,9 @@ class RayConfig(StrictModel):
                                                           "whole CPU on a small machine leaves Ray Data's read "
                                                           "tasks none, and the pipeline hangs")
     num_cpus: int | None = Field(None, description="logical CPUs of a locally started Ray")
+    dialogue_tries: int = Field(3, ge=1, description="tries a dialogue gets when the engine or the network "
+                                                     "fails it (an error reply, a dead engine, a lost node); "
+                                                     "one that fails them all ends the run, naming it")
 
     @property
     def pool(self) -> tuple[int, int]:
@@ -118,7 +120,7 @@ class GenerateConfig(StrictModel):
     turns: TurnsConfig = TurnsConfig()
     sampling: AgentSampling = AgentSampling()
     items: ItemsConfig = ItemsConfig()
-    engine: EngineConfig = EngineConfig()
+    engine: EngineConfig = VLLMEngineConfig()
     ray: RayConfig = RayConfig()
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -79,9 +80,12 @@ class DialogueState:
 class DialogueRunner:
     """Runs dialogues on an engine with an async path (``achat_one``)."""
 
-    def __init__(self, engine: ChatEngine, config: GenerateConfig):
+    def __init__(self, engine: ChatEngine, config: GenerateConfig,
+                 on_progress: Callable[[dict[str, int]], None] | None = None):
         self.engine = engine
         self.config = config
+        # hears each turn and each reply's completion tokens as they happen (progress a person sees)
+        self.on_progress = on_progress or (lambda delta: None)
         self.budget = TokenBudget(config.engine.max_model_len, engine.count_tokens)
         self.model_name = config.engine.model
 
@@ -100,6 +104,7 @@ class DialogueRunner:
         s.prompt_tokens += result.prompt_tokens
         s.cached_prompt_tokens += result.cached_tokens
         s.completion_tokens += result.completion_tokens
+        self.on_progress({"completion_tokens": result.completion_tokens})
         return result
 
     def _sampling(self, base: SamplingConfig, s: DialogueState, label: str) -> SamplingConfig:
@@ -123,6 +128,7 @@ class DialogueRunner:
             if s.error is not None:
                 break
             s.turns.append(Turn(index=n, speaker=Speaker.CLIENT if n % 2 == 0 else Speaker.THERAPIST, text=text))
+            self.on_progress({"turns": 1})
             nxt = self._after_turn(len(s.turns))
             if nxt == "extract":
                 s.stop_reason = "max_turns"

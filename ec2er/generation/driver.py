@@ -7,7 +7,6 @@ run with other data-shaping settings is refused, naming the settings that differ
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -17,12 +16,12 @@ from ec2er.console import progress_bar
 from ec2er.errors import ConfigError
 from ec2er.generation.config import GenerateConfig
 from ec2er.generation.outputs import PLAN, done_ids, run_stats
-from ec2er.io import check_writable, write_json
+from ec2er.generation.progress import LiveProgress
+from ec2er.io import check_writable, fingerprint, read_json, write_json
 from ec2er.llm import check_engine
 from ec2er.schemas.facts import GenerationFiles as Files
 
 log = logging.getLogger(__name__)
-PLAN_RECORD = "plan.json"  # beside plan/: what the plan was made from, and its size
 
 
 def run_identity(config: GenerateConfig) -> dict[str, Any]:
@@ -40,8 +39,8 @@ def differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".") or "<root>"]
 
 
-def preflight(config: GenerateConfig, out: Path) -> None:
-    """Every input checked, and the folder's earlier run (if any) compatible, before any write."""
+def check_inputs(config: GenerateConfig) -> None:
+    """The model, the persona file and the themes file, checked without writing anything."""
     from ec2er.generation.personas import check_persona_file, persona_file
     from ec2er.generation.plan import pick_theme
 
@@ -52,13 +51,18 @@ def preflight(config: GenerateConfig, out: Path) -> None:
         from ec2er.generation.personas import persona_at
 
         pick_theme(config, persona_at(config.seed, 0), 0)  # loads (and so checks) the themes file
+
+
+def preflight(config: GenerateConfig, out: Path) -> None:
+    """Every input checked, and the folder's earlier run (if any) compatible, before any write."""
+    check_inputs(config)
     check_writable(out)
-    fingerprint = out / Files.FINGERPRINT
-    if fingerprint.exists():
-        differ = differing_keys(json.loads(fingerprint.read_text(encoding="utf-8")), run_identity(config))
+    identity = out / Files.FINGERPRINT
+    if identity.exists():
+        differ = differing_keys(read_json(identity), run_identity(config))
         if differ:
             raise ConfigError(f"{out}: holds a run with a different config ({', '.join(differ[:3])} "
-                              f"differ{'' if len(differ) < 4 else ', and more'}; see {fingerprint}); "
+                              f"differ{'' if len(differ) < 4 else ', and more'}; see {identity}); "
                               "use a new output folder or the original settings")
 
 
@@ -68,11 +72,11 @@ def ensure_plan(config: GenerateConfig, out: Path) -> int:
     the previous plan or none."""
     from ec2er.generation.job import write_plan
 
-    record = out / PLAN_RECORD
-    key = {"identity": run_identity(config), "num_dialogues": config.num_dialogues}
+    record = out / Files.PLAN_RECORD
+    key = fingerprint({"identity": run_identity(config), "num_dialogues": config.num_dialogues})
     if record.is_file() and (out / PLAN).is_dir():
-        saved = json.loads(record.read_text(encoding="utf-8"))
-        if saved["key"] == key:
+        saved = read_json(record)
+        if isinstance(saved, dict) and saved.get("key") == key:
             return saved["dialogues"]
     tmp = out / f".{PLAN}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -89,11 +93,14 @@ def ensure_plan(config: GenerateConfig, out: Path) -> int:
 
 def run_generation(config: GenerateConfig, out: str | Path) -> dict[str, Any]:
     from ec2er.generation.job import run_job
-    from ec2er.ray_utils import init_ray
+    from ec2er.ray_utils import engine_actor_resources, init_ray, require_shared_storage
 
     out = Path(out).absolute()  # Ray Data and pyarrow want absolute paths
     preflight(config, out)
     init_ray(config.ray.address, config.ray.num_cpus)
+    # the workers write results and checkpoints: on several nodes, into one place they all reach
+    gpus = ["GPU"] if engine_actor_resources(config.engine).get("num_gpus") else []
+    require_shared_storage({"the generation output": out}, config.ray, gpus)
     import ray
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours says more
@@ -102,16 +109,26 @@ def run_generation(config: GenerateConfig, out: str | Path) -> dict[str, Any]:
         write_json(out / Files.FINGERPRINT, run_identity(config))
     already = len(done_ids(str(out)))
     bar = progress_bar(planned, f"generate {config.pipeline}", "dialogue", initial=min(already, planned))
-    shown = {"dialogues": 0}
+    # the bar moves with turns (dialogues finish late); the line says dialogues, turns, tok/s, ETA
+    bar.bar_format = "{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}"
+    live = LiveProgress(out, planned, min(already, planned), config.turns.max_turns)
+    latest: dict[str, int] = {}
 
-    def show(counts: dict[str, int]) -> None:
-        bar.set_postfix(items=counts["items"], failed=counts["failed"], redo=counts["redo"], refresh=False)
-        bar.update(counts["dialogues"] - shown["dialogues"])  # redraws only as dialogues finish
-        shown["dialogues"] = counts["dialogues"]
+    def show(counts: dict[str, int], state: str = "running") -> None:
+        latest.update(counts)
+        doc = live.document(counts, state)
+        bar.n = live.bar_position(doc)
+        bar.set_postfix_str(live.line(doc), refresh=False)
+        bar.refresh()
+        live.write(doc, force=state != "running")
 
     with bar:
-        session = run_job(config, str(out), show) if already < planned else dict.fromkeys(("dialogues",), 0)
-        show(session | {k: session.get(k, 0) for k in ("items", "failed", "redo")})
+        try:
+            session = run_job(config, str(out), show) if already < planned else dict.fromkeys(("dialogues",), 0)
+        except BaseException:
+            show(dict(latest), "stopped")  # the viewer tells a stopped session from a running one
+            raise
+        show(session | {k: session.get(k, 0) for k in ("items", "failed", "redo")}, "done")
     stats = run_stats(str(out), config, session)
     write_json(out / Files.STATS, stats)
     if config.pipeline == "concise":
@@ -126,8 +143,9 @@ def summary_lines(stats: dict[str, Any], out: str | Path) -> list[str]:
     lines = [
         f"{out}: {d['ok']} dialogues ok, {d['failed']} failed (of {d['planned']} planned); "
         f"{i['eu']} EU + {i['ea']} EA items, {i['failed']} items failed",
-        f"this session: {s.get('dialogues', 0)} dialogues written, {s.get('redo', 0)} left for a re-run "
-        f"(engine or network failures)",
+        f"this session: {s.get('dialogues', 0)} dialogues written; {s.get('redo', 0)} dialogue tries redone "
+        f"(engine or network errors, and {s.get('batches_redone', 0)} batches lost with "
+        f"{s.get('actors_lost', 0)} actors; Ray restarted {s.get('actors_restarted', 0)} actors)",
         f"EU: {stats['distributions']['eu_coarse']}",
         f"EA: {stats['distributions']['ea_category']}",
     ]

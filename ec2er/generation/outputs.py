@@ -15,6 +15,7 @@ metadata.jsonl for people.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +26,9 @@ from ec2er.generation.dialogue import DialogueResult
 from ec2er.schemas.facts import GenerationFiles
 from ec2er.schemas.taxonomy import EU_FINE_TO_COARSE, EUFineCategory
 
-PLAN, RESULTS, CHECKPOINTS = "plan", "results", "checkpoints"
+log = logging.getLogger(__name__)
+
+PLAN, RESULTS, CHECKPOINTS = GenerationFiles.PLAN, GenerationFiles.RESULTS, GenerationFiles.CHECKPOINTS
 
 RESULT_SCHEMA = pa.schema([
     ("dialogue_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -60,8 +63,11 @@ def result_table(results: list[DialogueResult]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
 
 
-def iter_result_batches(folder: str, columns: list[str] | None = None) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """(file, batch) over a run's results, a few thousand rows at a time (never the whole run)."""
+def finished_result_files(folder: str) -> Iterator[Any]:
+    """The Parquet fragments of a run's results that are whole. Ray Data's writers create each
+    file in place and write its footer last, so a reader of a run in progress (the viewer, the
+    export, progress, tests) can meet a file still being written (0 bytes, or no footer yet): such
+    a file is skipped, not an error; it is read once its writer has finished it."""
     import pyarrow.dataset as ds
     import pyarrow.fs as pafs
 
@@ -69,7 +75,26 @@ def iter_result_batches(folder: str, columns: list[str] | None = None) -> Iterat
     base = f"{root.rstrip('/')}/{RESULTS}"
     if fs.get_file_info(base).type == pafs.FileType.NotFound:
         return
-    for fragment in ds.dataset(base, filesystem=fs, format="parquet").get_fragments():
+    files = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+    parquet = ds.ParquetFileFormat()
+    for info in sorted(files, key=lambda f: f.path):
+        if info.type != pafs.FileType.File or info.base_name.startswith((".", "_")):
+            continue  # hidden and temporary files, as pyarrow's own dataset discovery skips them
+        # one fragment per file, not ds.dataset(): its discovery reads every footer to infer a
+        # schema and fails as a whole on a single unfinished file
+        fragment = parquet.make_fragment(info.path, filesystem=fs)
+        try:
+            fragment.ensure_complete_metadata()  # reads the footer: absent while being written
+        except (pa.ArrowInvalid, OSError) as e:
+            log.debug("%s: not finished yet, skipped (%s)", fragment.path, e)
+            continue
+        yield fragment
+
+
+def iter_result_batches(folder: str, columns: list[str] | None = None) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """(file, batch) over a run's finished results files, a few thousand rows at a time (never
+    the whole run)."""
+    for fragment in finished_result_files(folder):
         for batch in fragment.to_batches(columns=columns, batch_size=4096):
             yield fragment.path, batch
 

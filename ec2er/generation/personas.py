@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ec2er.errors import ConfigError, DataError
 from ec2er.generation.config import PersonaSourceConfig
-from ec2er.io import iter_jsonl
+from ec2er.io import hub_download, iter_jsonl
 from ec2er.schemas.persona import Persona
 from ec2er.schemas.taxonomy import Disposition, RelationshipStatus
 
@@ -137,15 +137,6 @@ def persona_file(config: PersonaSourceConfig) -> str:
     if config.source == "file":
         assert config.path is not None
         return config.path
-    return _download_from_hub(config)
-
-
-def _download_from_hub(config: PersonaSourceConfig) -> str:
-    """The PersonaHub file from the hub (CC BY-NC-SA 4.0: downloaded by the user, never bundled)."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return hf_hub_download(config.hub_dataset, config.hub_file, repo_type="dataset")
-    except Exception as e:  # offline machines, unknown ids: one line, not a traceback
-        raise ConfigError(f"personas: cannot download {config.hub_dataset}/{config.hub_file} "
-                          f"({type(e).__name__}); download it and use source: file") from None
+    # PersonaHub is CC BY-NC-SA 4.0: downloaded by the user, never bundled
+    return str(hub_download(config.hub_dataset, "personas:", filename=config.hub_file,
+                            hint="download it and use source: file"))

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ec2er.generation.config import GenerateConfig
-from ec2er.stage import Stage, StageInputs, StageSummary
+from ec2er.schemas.facts import GenerationFiles
+from ec2er.stage import Handoff, Promise, Stage, StageInputs, StageSummary
 
 
 def run_generation_stage(config: GenerateConfig, inputs: StageInputs, output: Path) -> StageSummary:
@@ -20,9 +21,11 @@ def run_generation_stage(config: GenerateConfig, inputs: StageInputs, output: Pa
         headline=f"{d['ok']} dialogues ok, {d['failed']} failed (of {d['planned']}); "
                  f"{i['eu']} EU + {i['ea']} EA items ({i['failed']} failed extraction)",
         counts={"dialogues_ok": d["ok"], "dialogues_failed": d["failed"], "eu": i["eu"], "ea": i["ea"],
-                "items_failed": i["failed"]},
-        files={"stats": str(output / "stats.json")},
-        details=summary_lines(stats, output))
+                "items_failed": i["failed"], "redone": stats["session"].get("redo", 0),
+                "actors_lost": stats["session"].get("actors_lost", 0),
+                "actors_restarted": stats["session"].get("actors_restarted", 0)},
+        files={"stats": str(output / GenerationFiles.STATS)},
+        details=summary_lines(stats, output), handoff=Handoff(data=str(output)))
 
 
 def _extra_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,10 +36,17 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {} if args.num_dialogues is None else {"num_dialogues": args.num_dialogues}
 
 
+def check_generation(config: GenerateConfig, promised: Promise) -> None:
+    """What a chain checks before its first stage: the model, the personas, the themes."""
+    from ec2er.generation.driver import check_inputs
+
+    check_inputs(config)
+
+
 STAGE = Stage(
     name="generate", help="generate dialogues and EU/EA items (MADS or concise) on Ray Data + vLLM; "
                           "re-run into the same folder to resume",
-    config_model=GenerateConfig, run=run_generation_stage,
+    config_model=GenerateConfig, run=run_generation_stage, check=check_generation,
     extra_arguments=_extra_arguments, overrides_from_args=_overrides)
 
 

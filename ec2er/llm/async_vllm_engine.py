@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 
-from ec2er.config import EngineConfig
+from ec2er.config import VLLMEngineConfig
 from ec2er.llm.types import ChatRequest, EngineDead, GenerationError, RawCompletion
 from ec2er.llm.vllm_engine import LocalVLLMEngine, engine_kwargs, error_kind, sampling_params
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class AsyncVLLMEngine(LocalVLLMEngine):
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: VLLMEngineConfig):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

@@ -5,26 +5,29 @@ Bounded concurrency with an asyncio semaphore; retries with exponential backoff 
 and connection errors come from the ``openai`` client itself (``max_retries``), which implements
 exactly that policy; per-request timeouts; ``response_format`` JSON schema from the pydantic model.
 A LoRA adapter is addressed as the model name, the convention of vLLM's server and ours.
+
+A Serve replica lost with its node answers the requests it held with HTTP 500 through Serve's
+proxy (a proxy lost with the node drops its connections): both are among what the client retries,
+``max_retries`` times with backoff (0.5 s doubling, 8 s at most), long enough for Serve to route
+the retry to a replica left (tests/test_multinode_serving.py counts every answer while a node is
+lost). A request that still fails is a row error of kind "http", which generation tries again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ec2er.config import EngineConfig
+from ec2er.config import OpenAIEngineConfig, read_secret
 from ec2er.errors import ConfigError
 from ec2er.llm.base import ChatEngine
 from ec2er.llm.types import ChatRequest, GenerationError, RawCompletion, response_model_schema
 
 
 class OpenAICompatibleEngine(ChatEngine):
-    def __init__(self, config: EngineConfig):
-        if not config.base_url:
-            raise ValueError("engine.base_url is required for kind: openai")
+    def __init__(self, config: OpenAIEngineConfig):
         self.config = config
         self.model_name = config.model
         self.max_reasks = config.max_reasks
@@ -33,7 +36,7 @@ class OpenAICompatibleEngine(ChatEngine):
         from openai import AsyncOpenAI
 
         return AsyncOpenAI(base_url=self.config.base_url,
-                           api_key=os.environ.get(self.config.api_key_env, "EMPTY"),
+                           api_key=read_secret(self.config.api_key_env, self.config.api_key_file) or "EMPTY",
                            max_retries=self.config.max_retries, timeout=self.config.timeout_s)
 
     def served_name(self, adapter: str | None) -> str:

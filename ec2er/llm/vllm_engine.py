@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ec2er.config import EngineConfig, SamplingConfig
+from ec2er.config import VLLMEngineConfig, SamplingConfig
 from ec2er.errors import ConfigError
 from ec2er.llm.base import ChatEngine
 from ec2er.llm.types import ChatRequest, GenerationError, RawCompletion, response_model_schema
@@ -37,7 +37,7 @@ def _reserve_cpu_cores(reserved: int | None) -> None:
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(reserved))
 
 
-def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
+def engine_kwargs(config: VLLMEngineConfig) -> dict[str, Any]:
     """The engine arguments ec2er runs vLLM with, for ``vllm.LLM`` and ``AsyncEngineArgs`` alike
     (and the environment vLLM-CPU reads at start-up)."""
     from vllm.config import StructuredOutputsConfig
@@ -104,7 +104,7 @@ class LocalVLLMEngine(ChatEngine):
 
     exact_token_counts = True
 
-    def _attach(self, config: EngineConfig, tokenizer: Any) -> None:
+    def _attach(self, config: VLLMEngineConfig, tokenizer: Any) -> None:
         from vllm.lora.request import LoRARequest
 
         self._tokenizer = tokenizer
@@ -123,7 +123,7 @@ class LocalVLLMEngine(ChatEngine):
 
 
 class VLLMEngine(LocalVLLMEngine):
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: VLLMEngineConfig):
         from vllm import LLM
 
         self.config = config

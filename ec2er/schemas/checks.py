@@ -124,6 +124,21 @@ def check_item(obj: dict[str, Any], limits: ItemLimits | None = None) -> tuple[I
     return (item if not reasons else None), unique(reasons)
 
 
+def valid_item(obj: dict[str, Any], limits: ItemLimits | None = None) -> Item:
+    """The item, if it passes every check; else a ValueError naming its first reason (readers
+    such as ``ec2er.io.read_records`` put the file and line before it)."""
+    item, reasons = check_item(obj, limits)
+    if item is None:
+        raise ValueError(describe(reasons))
+    return item
+
+
+def describe(reasons: list[Reason]) -> str:
+    """'option_count: choices: 3 options, expected 4 (and 1 more)'."""
+    more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+    return f"{reasons[0].code}: {reasons[0].detail}{more}"
+
+
 def unique(reasons: list[Reason]) -> list[Reason]:
     seen, out = set(), []
     for r in reasons:
@@ -158,9 +173,7 @@ def check_files(paths: list[Any], limits: ItemLimits | None = None) -> FileRepor
                 continue
             item, reasons = check_item(obj, limits)
             if item is None:
-                r = reasons[0]
-                more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
-                report.errors.append(f"{path}:{lineno}: {r.code}: {r.detail}{more}")
+                report.errors.append(f"{path}:{lineno}: {describe(reasons)}")
             else:
                 key = f"{path} {item.task.value} {item.language.value}"
                 report.counts[key] = report.counts.get(key, 0) + 1

@@ -100,8 +100,6 @@ ZH_EMOTIONS: dict[str, str] = {
     "伤感": "Sentimental", "惊讶": "Surprise", "信任": "Trust", "无感": "Unbothered",
 }
 
-LABEL_JOINER = " & "
-
 
 def emotion_atoms(label: str) -> list[str]:
     """'Anger & Love' -> ['Anger', 'Love'] (EmoBench joins co-occurring emotions with ' & ')."""

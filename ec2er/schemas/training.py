@@ -1,4 +1,5 @@
-"""The training example: the source paper's instruction template and a JSON target.
+"""The training example: the source paper's instruction (``ec2er.schemas.prompts``) and a JSON
+target.
 
 An EU item yields two examples (emotion, then cause), an EA item one. The target puts the
 reasoning before the answer so the model reasons first; the loss is on the target only.
@@ -12,55 +13,8 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from ec2er.schemas.facts import LETTERS
-from ec2er.schemas.items import EAItem, EUItem, Item
-
-
-# The scenario/question/options block: the paper's training prompt, and every other prompt
-# that shows an item to a model (the curation judge) uses it as is.
-QUESTION_BLOCK = """<scenario>
-{scenario}
-</scenario>
-
-<question>
-{question}
-</question>
-
-<options>
-{options}
-</options>"""
-
-INSTRUCTION_TEMPLATE = QUESTION_BLOCK + """
-
-Generate a JSON response with:
-{{"reasoning": "<reasoning>", "answer": "{letters}"}}"""
-
-
-def eu_emotion_question(subject: str) -> str:
-    return f"What emotion(s) would {subject} ultimately feel in this situation?"
-
-
-def eu_cause_question(subject: str, emotion: str) -> str:
-    return f"Why would {subject} feel {emotion} in this situation?"
-
-
-def ea_question(subject: str, question_type: str) -> str:
-    noun = "action" if question_type == "Action" else "response"
-    return f"In this scenario, what is the most effective {noun} for {subject}?"
-
-
-def format_options(choices: list[str]) -> str:
-    return "\n".join(f"{LETTERS[i]}) {c}" for i, c in enumerate(choices))
-
-
-def format_question_block(scenario: str, question: str, choices: list[str]) -> str:
-    return QUESTION_BLOCK.format(scenario=scenario, question=question, options=format_options(choices))
-
-
-def format_instruction(scenario: str, question: str, choices: list[str]) -> str:
-    return INSTRUCTION_TEMPLATE.format(
-        scenario=scenario, question=question, options=format_options(choices),
-        letters="/".join(LETTERS[: len(choices)]),
-    )
+from ec2er.schemas.items import EUItem, Item
+from ec2er.schemas.prompts import format_instruction, question_text
 
 
 class ReasonedAnswer(BaseModel):
@@ -101,12 +55,8 @@ class Question(NamedTuple):
 
 def item_questions(item: Item) -> list[Question]:
     """Every question of an item, as training, the judge and human review show it."""
-    options = item.options()
-    if isinstance(item, EUItem):
-        return [Question("emotion", eu_emotion_question(item.subject), *options["emotion"]),
-                Question("cause", eu_cause_question(item.subject, item.emotion_label), *options["cause"])]
-    assert isinstance(item, EAItem)
-    return [Question("answer", ea_question(item.subject, item.question_type), *options["answer"])]
+    emotion = item.emotion_label if isinstance(item, EUItem) else None
+    return [Question(part, question_text(item, part, emotion), *options) for part, options in item.options().items()]
 
 
 def training_examples(item: Item) -> list[TrainingExample]:

@@ -1,6 +1,7 @@
 """The HTTP face of a replica: vLLM's own route handlers, error handlers and health route, with
-two things of ours in front: adapter names are checked before vLLM sees them, and ``/v1/models``
-lists every registry adapter, not only the loaded ones.
+a few things of ours in front: adapter names are checked before vLLM sees them, the recipe's
+request limits are enforced (``limits``), and ``/v1/models`` lists every registry adapter, not
+only the loaded ones, without server paths.
 
 We mount these few routes rather than vLLM's ``build_app``, which would also mount the runtime
 LoRA load/unload, tokenizer, profiling and scaling routes: a server that loads adapters by
@@ -9,53 +10,63 @@ registry name must not load arbitrary folders on request.
 
 # No `from __future__ import annotations` here: FastAPI reads the route parameters' types at
 # runtime to parse request bodies into vLLM's request models.
+import asyncio
 import types
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
-from vllm.entrypoints.openai.chat_completion import api_router as chat_api
-from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-from vllm.entrypoints.openai.completion import api_router as completion_api
-from vllm.entrypoints.openai.completion.protocol import CompletionRequest
-from vllm.entrypoints.serve import create_error_response
-from vllm.entrypoints.serve.exception_handling.register import init_exception_handler
-from vllm.entrypoints.serve.instrumentator.health import router as health_router
-from vllm.entrypoints.serve.middleware.authenticate import GUARDED_PREFIX, AuthenticationMiddleware
-from vllm.entrypoints.serve.utils.api_utils import validate_json_request
 
 from ec2er.adapters import check_name
+from ec2er.serving.config import RequestLimits
 from ec2er.serving.engine import ServedEngine
-from ec2er.serving.resolver import model_cards
+from ec2er.serving.resolver import adapter_cards
+from ec2er.serving.vllm_api import vllm_symbol
+
+# Module-level: FastAPI reads the request models from the route signatures.
+ChatCompletionRequest = vllm_symbol("vllm.entrypoints.openai.chat_completion.protocol:ChatCompletionRequest")
+CompletionRequest = vllm_symbol("vllm.entrypoints.openai.completion.protocol:CompletionRequest")
+create_chat_completion = vllm_symbol("vllm.entrypoints.openai.chat_completion.api_router:create_chat_completion")
+create_completion = vllm_symbol("vllm.entrypoints.openai.completion.api_router:create_completion")
+create_error_response = vllm_symbol("vllm.entrypoints.serve:create_error_response")
+validate_json_request = vllm_symbol("vllm.entrypoints.serve.utils.api_utils:validate_json_request")
+AuthenticationMiddleware = vllm_symbol("vllm.entrypoints.serve.middleware.authenticate:AuthenticationMiddleware")
+GUARDED_PREFIX = vllm_symbol("vllm.entrypoints.serve.middleware.authenticate:GUARDED_PREFIX")
 
 
-def build_app(served: ServedEngine, api_key: str | None) -> FastAPI:
+def build_app(served: ServedEngine, api_key: str | None, limits: RequestLimits) -> FastAPI:
     app = FastAPI(title="ec2er", docs_url=None, redoc_url=None)
     app.state._state.update(served.state._state)  # the handlers read vLLM's serving objects here
     # vLLM's engine-error handler flips state.server.should_exit (uvicorn's flag); Serve runs no
     # uvicorn of ours and restarts a replica whose engine died through check_health instead.
     app.state.server = types.SimpleNamespace()
-    init_exception_handler(app)
+    vllm_symbol("vllm.entrypoints.serve.exception_handling.register:init_exception_handler")(app)
     if api_key:
         app.add_middleware(OpenAIAuthenticationMiddleware, tokens=[api_key])
-    app.include_router(health_router)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)  # added last: runs first
+    app.include_router(vllm_symbol("vllm.entrypoints.serve.instrumentator.health:router"))
     served_name = served.state.openai_serving_models.base_model_paths[0].name
 
     @app.get("/v1/models")
     async def list_models() -> JSONResponse:
         listing = await served.state.openai_serving_models.show_available_models()
-        listing.data += model_cards(served.adapters, served_name, {card.id for card in listing.data})
+        # vLLM's cards carry the model's and each loaded adapter's folder as `root`: the base
+        # model's card keeps its name only, and the adapters are the registry's (loaded or not)
+        base = [card.model_copy(update={"root": card.id}) for card in listing.data if card.id == served_name]
+        listing.data = base + await asyncio.to_thread(adapter_cards, served.adapters, served_name)
         return JSONResponse(listing.model_dump())
 
     @app.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)])
-    async def chat_completions(request: ChatCompletionRequest, raw_request: Request) -> Response:
-        return _bad_name(request.model, served_name) or await chat_api.create_chat_completion(request, raw_request)
+    async def chat_completions(request: ChatCompletionRequest, raw_request: Request) -> Response:  # type: ignore[valid-type]
+        return (_bad_name(request.model, served_name) or _over_limits(request, limits)
+                or await create_chat_completion(request, raw_request))
 
     @app.post("/v1/completions", dependencies=[Depends(validate_json_request)])
-    async def completions(request: CompletionRequest, raw_request: Request) -> Response:
-        return _bad_name(request.model, served_name) or await completion_api.create_completion(request, raw_request)
+    async def completions(request: CompletionRequest, raw_request: Request) -> Response:  # type: ignore[valid-type]
+        return (_bad_name(request.model, served_name) or _over_limits(request, limits)
+                or await create_completion(request, raw_request))
 
     return app
 
@@ -72,6 +83,21 @@ def _bad_name(model: str | None, served_name: str) -> Any:
     return None
 
 
+def _over_limits(request: Any, limits: RequestLimits) -> Any:
+    """A 400 naming the field when a request asks for more choices or tokens than the recipe
+    allows; None when it is within them. (vLLM's own cap on ``n``, VLLM_MAX_N_SEQUENCES, is
+    process-wide and its error tells the client to set a server variable; max_tokens it caps
+    only silently.)"""
+    asked = [("n", request.n, limits.max_n)]
+    if limits.max_tokens is not None:
+        asked += [(name, getattr(request, name, None), limits.max_tokens)
+                  for name in ("max_tokens", "max_completion_tokens")]
+    for name, value, limit in asked:
+        if value is not None and value > limit:
+            return _error(HTTPStatus.BAD_REQUEST, f"{name} is {value}; this server allows at most {limit}", param=name)
+    return None
+
+
 def _error(status: HTTPStatus, message: str, param: str | None = None) -> JSONResponse:
     """vLLM's OpenAI error body: {"error": {"message", "type", "param", "code"}}."""
     err = create_error_response(message, err_type=status.phrase.replace(" ", "") + "Error",
@@ -79,7 +105,41 @@ def _error(status: HTTPStatus, message: str, param: str | None = None) -> JSONRe
     return JSONResponse(err.model_dump(), status_code=status.value)
 
 
-class OpenAIAuthenticationMiddleware(AuthenticationMiddleware):
+class BodySizeLimit:
+    """413 for a request body over ``max_bytes``: at once when its Content-Length says so, else as
+    soon as the bytes received pass it (a chunked body). Neither Starlette, FastAPI, uvicorn, Ray
+    Serve's proxy nor vLLM's app bounds a request body, so this small ASGI middleware does."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await self._too_large()(scope, receive, send)
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # while FastAPI reads the body: its handlers answer it
+                raise HTTPException(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._message())
+            return message
+
+        return await self.app(scope, counted, send)
+
+    def _message(self) -> str:
+        return f"request body over {self.max_bytes} bytes (limits.max_body_bytes)"
+
+    def _too_large(self) -> JSONResponse:
+        return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._message())
+
+
+class OpenAIAuthenticationMiddleware(AuthenticationMiddleware):  # type: ignore[misc, valid-type]
     """vLLM's bearer-token middleware (same routes guarded, same constant-time comparison),
     answering with an OpenAI error object instead of its bare ``{"error": "Unauthorized"}``."""
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ec2er.adapters import DEFAULT_REGISTRY
-from ec2er.config import EngineConfig, StrictModel
+from ec2er.config import RayJobConfig, StrictModel, VLLMEngineConfig, read_secret
 from ec2er.errors import ConfigError
+from ec2er.schemas.facts import DEFAULT_MODEL
 
 OBJECT_STORAGE_SCHEMES = ("s3://", "gs://", "abfss://", "azure://")  # ray.serve.llm's LoraConfig check
 
@@ -30,7 +32,7 @@ ENGINE_FIELDS = (
 
 _EngineFields = create_model(  # type: ignore[call-overload]
     "_EngineFields", __base__=StrictModel,
-    **{name: (EngineConfig.model_fields[name].annotation, EngineConfig.model_fields[name])
+    **{name: (VLLMEngineConfig.model_fields[name].annotation, VLLMEngineConfig.model_fields[name])
        for name in ENGINE_FIELDS})
 
 
@@ -52,10 +54,10 @@ class ServeEngineConfig(_EngineFields):  # type: ignore[misc, valid-type]
                              f"({self.max_loras}): vLLM loads a batch's adapters from host memory")
         return self
 
-    def engine_config(self, model: str) -> EngineConfig:
+    def engine_config(self, model: str) -> VLLMEngineConfig:
         """The shared EngineConfig these settings stand for (LoRA always on: the registry can
         gain adapters while the server runs)."""
-        return EngineConfig(model=model, enable_lora=True,
+        return VLLMEngineConfig(model=model, enable_lora=True,
                             **self.model_dump(include=set(ENGINE_FIELDS)))
 
 
@@ -89,6 +91,10 @@ class ScalingConfig(StrictModel):
     autoscaling_config: AutoscalingConfig | None = None
     max_ongoing_requests: int = Field(64, ge=1, description="requests one replica holds at once; "
                                                             "more wait in Serve's queue")
+    max_queued_requests: int | None = Field(
+        256, ge=1, description="requests Serve's proxy holds waiting for a replica; beyond it a request is "
+                               "answered 503 with Retry-After at once. None: no limit (Serve's default)")
+    retry_after_s: float = Field(5.0, ge=0, description="the Retry-After (seconds) of a 503 for a full queue")
     resources_per_replica: ReplicaResources = ReplicaResources()
 
     @model_validator(mode="after")
@@ -97,11 +103,16 @@ class ScalingConfig(StrictModel):
             raise ValueError("give num_replicas or autoscaling_config, not both")
         return self
 
-    def deployment_options(self, gpus: float) -> dict[str, Any]:
-        """Ray Serve deployment options (``gpus``: the resolved GPUs per replica)."""
+    def deployment_options(self, gpus: float, resources: dict[str, float] | None = None) -> dict[str, Any]:
+        """Ray Serve deployment options (``gpus``: the resolved GPUs per replica; ``resources``: the
+        custom ones each replica also asks for, the recipe's ``ray.worker_resources``)."""
         options: dict[str, Any] = {
             "max_ongoing_requests": self.max_ongoing_requests,
-            "ray_actor_options": {"num_cpus": self.resources_per_replica.cpus, "num_gpus": gpus},
+            # Serve answers a full queue itself (503 and Retry-After, from its proxy)
+            "max_queued_requests": -1 if self.max_queued_requests is None else self.max_queued_requests,
+            "backpressure_config": {"status_code": 503, "retry_after_s": self.retry_after_s},
+            "ray_actor_options": {"num_cpus": self.resources_per_replica.cpus, "num_gpus": gpus,
+                                  **({"resources": dict(resources)} if resources else {})},
         }
         if self.autoscaling_config is not None:
             options["autoscaling_config"] = self.autoscaling_config.model_dump()
@@ -129,9 +140,22 @@ class RayServeLLMConfig(StrictModel):
         return self
 
 
+class RequestLimits(StrictModel):
+    """What one request may ask of the endpoint; beyond it the request gets an OpenAI error body and
+    the server goes on serving. A prompt's length is bounded by ``engine.max_model_len`` (vLLM
+    answers a longer one 400), and its size in bytes by ``max_body_bytes``."""
+
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body in bytes (larger: 413)")
+    max_tokens: int | None = Field(
+        None, ge=1, description="largest max_tokens / max_completion_tokens a request may ask (larger: 400), "
+                                "and what a request that names none gets at most. None: whatever "
+                                "engine.max_model_len leaves after the prompt (vLLM's own bound)")
+    max_n: int = Field(8, ge=1, description="most choices (n) one request may ask (more: 400)")
+
+
 class ServeConfig(StrictModel):
     name: str = Field("ec2er", pattern=r"^[\w.-]+$", description="the Ray Serve application name")
-    model: str = Field("smollm2-135m-instruct", description="the base model as recipes name it "
+    model: str = Field(DEFAULT_MODEL, description="the base model as recipes name it "
                                                              "(embedded name, hub id or folder)")
     served_model_name: str | None = Field(None, min_length=1, description="the name requests use for "
                                                                           "the base model; None: model")
@@ -142,23 +166,44 @@ class ServeConfig(StrictModel):
     port: int = Field(8000, ge=0, le=65535, description="0: a free port, picked at start (the chain's "
                                                         "recipes use it, so a demo never collides with "
                                                         "a server already on 8000)")
-    api_key: str | None = Field(None, min_length=1, description="bearer token every /v1 request must "
-                                                                "carry (prefer api_key_env: files leak)")
-    api_key_env: str | None = Field(None, min_length=1, description="environment variable holding "
-                                                                    "the bearer token")
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        "EveryNode", description="where Ray Serve runs its HTTP proxies on host:port: EveryNode (Ray's default: "
+                                 "the head and each node with a replica) or HeadOnly (the head alone: a lost "
+                                 "worker node then costs only what its replica held, none of a proxy's traffic)")
+    api_key_env: str | None = Field(None, min_length=1, description="environment variable holding the "
+                                                                    "bearer token every /v1 request must carry")
+    api_key_file: Path | None = Field(None, description="a file holding that token (its first line), e.g. a "
+                                                        "mounted secret; the file must be readable where "
+                                                        "the replicas run")
+    # Never a literal key: a recipe travels whole in Serve's deployment arguments (Ray's dashboard
+    # and state API show them) and into logs. The field exists to refuse it in one line.
+    api_key: None = Field(None, exclude=True, validate_default=False,
+                          description="not accepted: use api_key_env or api_key_file")
+    limits: RequestLimits = RequestLimits()
+    ready_timeout_s: float = Field(900.0, gt=0, description="how long the endpoint may take to come up "
+                                                            "(replicas scheduled, engines loaded) before "
+                                                            "serving gives up and says why")
     scaling: ScalingConfig = ScalingConfig()
     ray_serve_llm: RayServeLLMConfig | None = None
-    ray_address: str | None = Field(None, description="a running cluster; None: RAY_ADDRESS or a "
-                                                      "local Ray started for the server")
+    ray: RayJobConfig = Field(RayJobConfig(), description="the cluster to serve on (address; default "
+                                                          "RAY_ADDRESS or a local Ray started for the server)")
     log_dir: Path = Field(Path("runs/serve"), description="where `ec2er serve` writes engine and Ray logs")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _no_literal_key(cls, value: Any) -> None:
+        raise PydanticCustomError(
+            "literal_api_key", "a key written in a recipe travels in Ray Serve's deployment arguments and "
+                               "into logs: put it in an environment variable and name it (api_key_env: "
+                               "EC2ER_API_KEY), or in a file (api_key_file: /path/to/key)")
 
     @model_validator(mode="after")
     def _one_key_source(self) -> ServeConfig:
-        if self.api_key is not None and self.api_key_env is not None:
-            raise ValueError("give api_key or api_key_env, not both")
-        if self.ray_serve_llm is not None and (self.api_key or self.api_key_env):
+        if self.api_key_env is not None and self.api_key_file is not None:
+            raise ValueError("give api_key_env or api_key_file, not both")
+        if self.ray_serve_llm is not None and (self.api_key_env or self.api_key_file):
             raise ValueError("ray_serve_llm: its ingress checks no API key; protect that endpoint at "
-                             "the proxy or load balancer and drop api_key/api_key_env")
+                             "the proxy or load balancer and drop api_key_env/api_key_file")
         return self
 
     @property
@@ -166,11 +211,10 @@ class ServeConfig(StrictModel):
         return self.served_model_name or self.model
 
     def resolve_api_key(self) -> str | None:
-        """The bearer token, read from the environment when ``api_key_env`` names it."""
-        if self.api_key_env is None:
-            return self.api_key
-        key = os.environ.get(self.api_key_env)
-        if not key:
+        """The bearer token from ``api_key_file`` or the ``api_key_env`` variable; None when the
+        recipe asks for none. A named source that gives no key is a ConfigError naming it."""
+        key = read_secret(self.api_key_env, self.api_key_file)
+        if key is None and self.api_key_env is not None:
             raise ConfigError(f"api_key_env: environment variable {self.api_key_env} is not set")
         return key
 
@@ -180,4 +224,5 @@ class ServeConfig(StrictModel):
         model = os.path.abspath(self.model) if os.path.isdir(self.model) else self.model
         return self.model_copy(update={"model": model, "served_model_name": self.served_name,
                                        "registry": self.registry.absolute(),
+                                       "api_key_file": self.api_key_file and self.api_key_file.absolute(),
                                        "log_dir": self.log_dir.absolute()})

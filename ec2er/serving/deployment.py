@@ -27,12 +27,15 @@ class OpenAIServer:
         from ec2er.serving.engine import start_engine
 
         self.config = ServeConfig.model_validate(config)
+        # read where the replica runs (the recipe carries where the key is, never the key), and
+        # before the engine starts, so that an unreadable key fails the replica at once
+        self.api_key = self.config.resolve_api_key()
         self.served = await start_engine(self.config)
 
     async def __serve_build_asgi_app__(self) -> Any:
         from ec2er.serving.app import build_app
 
-        return build_app(self.served, self.config.resolve_api_key())
+        return build_app(self.served, self.api_key, self.config.limits)
 
     async def check_health(self) -> None:
         """Serve replaces a replica whose engine died."""
@@ -60,7 +63,9 @@ def build_application(config: ServeConfig) -> Any:
         from ec2er.serving.ray_serve_llm import build_ray_serve_llm_app
 
         return build_ray_serve_llm_app(config)
-    options = config.scaling.deployment_options(replica_gpus(config))
+    from ec2er.ray_utils import worker_resources
+
+    options = config.scaling.deployment_options(replica_gpus(config), worker_resources(config.ray))
     return OpenAIServer.options(**options).bind(config.model_dump(mode="json"))
 
 
@@ -71,4 +76,9 @@ def app_builder(args: dict[str, Any]) -> Any:
     if "config" not in args or unknown:
         raise ConfigError(f"serve application args: expected config (and optionally set), "
                           f"got {', '.join(sorted(args)) or 'nothing'}")
-    return build_application(load_config(Path(args["config"]), ServeConfig, args.get("set") or {}))
+    from ec2er.serving.stage import check_registry
+    from ec2er.stage import Promise
+
+    config = load_config(Path(args["config"]), ServeConfig, args.get("set") or {})
+    check_registry(config, Promise())  # the API key is read, or refused, by each replica
+    return build_application(config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ec2er.errors import ConfigError
 from ec2er.serving.config import ServeConfig
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ def llm_config(config: ServeConfig) -> Any:
     from ec2er.llm.vllm_engine import is_cpu_build
     from ec2er.serving.deployment import replica_gpus
 
-    assert config.ray_serve_llm is not None
     storage = config.ray_serve_llm
+    if storage is None:
+        raise ConfigError("ray_serve_llm: not set in this recipe (a local registry is served by ec2er's own deployment)")
     cpu = is_cpu_build()
     engine_kwargs = vllm_engine_kwargs(config.engine.engine_config(config.model))
     model_path = engine_kwargs.pop("model")  # Ray passes model_loading_config.model_source as the model

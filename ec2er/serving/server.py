@@ -9,8 +9,12 @@ the endpoint, tests and the benchmark all go through ``serving``.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from ec2er import console
 from ec2er.errors import ConfigError, Ec2erError
@@ -38,7 +42,7 @@ def serving(config: ServeConfig, worker_output: bool | None = None) -> Iterator[
     """Run the config's application on Ray Serve at ``host:port`` and yield its OpenAI base URL
     once every replica's engine is up. On exit the application is deleted gracefully (each replica
     shuts its engine down); Serve and Ray are shut down too when this call started them (a cluster
-    named by ``ray_address`` / RAY_ADDRESS keeps running, without Serve if this call started it;
+    named by ``ray.address`` / RAY_ADDRESS keeps running, without Serve if this call started it;
     a local Ray of this process keeps Serve until the process ends it).
     ``worker_output``: see ``init_ray``."""
     import ray
@@ -52,21 +56,101 @@ def serving(config: ServeConfig, worker_output: bool | None = None) -> Iterator[
     check_port_free(config.host, config.port)
     app = build_application(config)  # config errors surface before Ray starts
     joins_here = not ray.is_initialized()
-    init_ray(address=config.ray_address, worker_output=worker_output)
+    with _sigterm_kept_from_ray_processes():
+        init_ray(address=config.ray.address, worker_output=worker_output)
+    from ec2er.ray_utils import require_shared_storage
+    from ec2er.serving.deployment import replica_gpus
+
+    # every replica loads adapters from the registry on its own node (ray.serve.llm: object storage)
+    require_shared_storage({"the adapter registry": None if config.ray_serve_llm else config.registry}, config.ray,
+                           ["GPU"] if replica_gpus(config) else [])
     # A Serve this call starts on a cluster must not outlive it there (its controller and proxies
     # would keep running); in a local Ray of this process it ends with Ray, and shutting it down
     # earlier only prints Ray's complaints about the controller's killed shutdown task.
     shut_serve = not _serve_running() and not started_local_ray()
     try:
         console.adopt_library_loggers()  # importing ray.serve installed a console handler of its own
-        serve.start(http_options={"host": config.host, "port": config.port})
-        try:
-            serve.run(app, name=config.name, route_prefix="/")
-        except RuntimeError as e:  # a replica that failed to start, after Serve's retries
-            raise Ec2erError(f"serving {config.served_name} failed to start: {str(e).splitlines()[0]}") from e
+        serve.start(http_options={"host": config.host, "port": config.port}, proxy_location=config.proxy_location)
+        _deploy(app, config)
         yield f"http://{config.host}:{config.port}/v1"
     finally:
         _stop(config.name, shut_serve=shut_serve, disconnect=joins_here)
+
+
+@contextlib.contextmanager
+def _sigterm_kept_from_ray_processes() -> Iterator[None]:
+    """Start a local Ray's processes (GCS, raylet, dashboard) with SIGTERM blocked, as Ray itself
+    starts them with SIGINT blocked (``ray._private.services.start_ray_process``) so that Ctrl-C
+    in a terminal reaches the driver alone. A SIGTERM to the whole process group (``timeout``,
+    ``kill -TERM -<pgid>``, a supervisor) otherwise stops GCS and raylet under the driver: its
+    graceful stop then waits a minute for the dead GCS before Ray ends the process (status 1),
+    and the replicas' vLLM engines, orphaned, keep running. With it blocked there, the signal
+    reaches this process only, which deletes the application (each replica shuts its engine
+    down) and then stops Ray, which kills its own processes after a second's grace each. A
+    thread's signal mask is what the processes it starts inherit, so holding it around Ray's start
+    is enough; processes started later by spawning (vLLM's engines) begin with an empty mask."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _deploy(app: Any, config: ServeConfig) -> None:
+    """Deploy the application and wait until every replica is up, at most ``ready_timeout_s``.
+    A deployment Serve gave up on, or one not up in time, is an Ec2erError saying why."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    serve.run_many([serve.RunTarget(target=app, name=config.name, route_prefix="/")],
+                   wait_for_applications_running=False)
+    deadline = time.monotonic() + config.ready_timeout_s
+    while True:
+        status = serve.status().applications.get(config.name)
+        if status is not None and status.status == ApplicationStatus.RUNNING:
+            return
+        if status is not None and status.status == ApplicationStatus.DEPLOY_FAILED:
+            raise Ec2erError(f"serving {config.served_name} failed to start: {_why(status, config)}")
+        if time.monotonic() > deadline:
+            raise Ec2erError(f"serving {config.served_name} was not ready within {config.ready_timeout_s:g} s "
+                             f"(ready_timeout_s): {_why(status, config)}")
+        time.sleep(1.0)
+
+
+def _why(status: Any, config: ServeConfig) -> str:
+    """One line from Serve's status: each deployment's state, its replicas' states and Serve's
+    message (its first and last lines: a failed constructor's message ends with its error), and
+    what a replica asks of the cluster beside what the cluster has free."""
+    import ray
+
+    from ec2er.serving.deployment import replica_gpus
+
+    parts = []
+    for name, deployment in (status.deployments.items() if status is not None else []):
+        replicas = ", ".join(f"{n} {_word(state)}" for state, n in deployment.replica_states.items())
+        parts.append(f"{name} {_word(deployment.status)} ({replicas or 'no replicas yet'})"
+                     + (f": {_first_and_last(deployment.message)}" if deployment.message else ""))
+    if status is not None and status.message and not parts:
+        parts.append(_first_and_last(status.message))
+    free = ray.available_resources()
+    parts.append(f"each replica asks {config.scaling.resources_per_replica.cpus:g} CPU and {replica_gpus(config):g} "
+                 f"GPU; free now: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} GPU")
+    return "; ".join(parts)
+
+
+def _word(state: Any) -> str:
+    """A Serve status (an enum, or its value as Serve's schema sometimes holds it) in lower case."""
+    return str(getattr(state, "value", state)).lower()
+
+
+def _first_and_last(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return "".join(lines)
+    return f"{lines[0]} ... {lines[-1]}"
 
 
 def _serve_running() -> bool:

@@ -3,7 +3,6 @@ DeepSpeed and the Ray Train run. Validated like every recipe: unknown keys are e
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -11,9 +10,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ec2er.adapters import DEFAULT_REGISTRY, check_name
-from ec2er.config import StrictModel
-
-ALL_LINEAR = "all-linear"  # peft's own spelling: every linear layer except the output head
+from ec2er.config import RayJobConfig, StrictModel
+from ec2er.io import fingerprint
+from ec2er.schemas.facts import DEFAULT_MODEL
 
 
 class LoraSettings(StrictModel):
@@ -64,7 +63,7 @@ class OptimSettings(StrictModel):
         return 0.03 if self.warmup_ratio is None else self.warmup_ratio
 
 
-class RaySettings(StrictModel):
+class RaySettings(RayJobConfig):
     num_workers: int = Field(2, ge=1, description="Ray Train workers (one per GPU on GPU clusters)")
     use_gpu: bool = Field(False, description="one GPU per worker and NCCL; CPU workers use gloo")
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -85,7 +84,7 @@ class RaySettings(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    model: str = Field("smollm2-135m-instruct", description="base model: embedded name, hub id or folder")
+    model: str = Field(DEFAULT_MODEL, description="base model: embedded name, hub id or folder")
     name: str = Field(description="adapter family in the registry: versions are published as <name>-v<N>")
     data: Path | None = Field(None, description="curated folder (train.jsonl, val.jsonl); --data overrides")
     registry: Path = Field(DEFAULT_REGISTRY, description="adapter registry folder")
@@ -110,8 +109,8 @@ class TrainConfig(StrictModel):
     # the same Ray run (same run name).
     RUNTIME_FIELDS: ClassVar[dict[str, Any]] = {
         "name": True, "data": True, "registry": True, "merge": True, "logging_steps": True,
-        "ray": {"use_gpu", "cpus_per_worker", "storage_path", "run_name", "max_failures",
-                "checkpoint_every_steps", "num_to_keep"},
+        "ray": {"address", "worker_resources", "shared_storage", "use_gpu", "cpus_per_worker", "storage_path",
+                "run_name", "max_failures", "checkpoint_every_steps", "num_to_keep"},
     }
 
     @field_validator("name")
@@ -165,8 +164,7 @@ class TrainConfig(StrictModel):
         return identity
 
     def default_run_name(self, data_hash: str) -> str:
-        blob = json.dumps({"config": self.run_identity(), "data": data_hash}, sort_keys=True)
-        return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+        return f"{self.name}-{fingerprint({'config': self.run_identity(), 'data': data_hash})[:12]}"
 
 
 def read_deepspeed(path: Path) -> dict[str, Any]:

@@ -14,15 +14,15 @@ value, and the fill token is chosen distinct from every end-of-turn token.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ec2er.errors import DataError
-from ec2er.io import read_records
-from ec2er.schemas import TrainingExample, parse_item, training_examples
+from ec2er.io import fingerprint, read_records
+from ec2er.schemas import TrainingExample, training_examples
+from ec2er.schemas.checks import valid_item
 from ec2er.schemas.facts import CuratedFiles
 
 IGNORE = -100  # the loss's ignore_index in transformers: labels equal to it carry no loss
@@ -129,8 +129,10 @@ class EncodedSet:
 
 
 def read_examples(path: Path) -> tuple[int, list[TrainingExample]]:
-    """A curated JSONL file's items and their training examples (errors name file and line)."""
-    items = read_records(path, parse_item)
+    """A curated JSONL file's items and their training examples. Every item must pass the one
+    valid-item definition (``ec2er.schemas.checks``, what ``ec2er validate`` applies): the first
+    that does not is a DataError naming the file, the line and the reason."""
+    items = read_records(path, valid_item)
     return len(items), [ex for item in items for ex in training_examples(item)]
 
 
@@ -177,11 +179,9 @@ def load_training_data(folder: Path, fmt: ChatFormat, max_length: int,
         raise DataError(f"{train_path}: {len(train.examples)} training examples from {train.items} items{why}; "
                         f"the recipe's min_examples is {min_examples}")
     val = encode_file(val_path, fmt, max_length, overlong) if val_path.is_file() else None
-    digest = hashlib.sha256()
-    for path in (train_path, val_path):
-        if path.is_file():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return TrainingData(train, val, digest.hexdigest()[:16],
+    # what was trained on, by content (the files were read as UTF-8 text above)
+    data_hash = fingerprint({path.name: path.read_text("utf-8") for path in (train_path, val_path) if path.is_file()})
+    return TrainingData(train, val, data_hash[:16],
                         {"train": str(train_path), **({"val": str(val_path)} if val else {})})
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ec2er.errors import Ec2erError
+from ec2er.schemas.facts import TrainingFiles
 from ec2er.training.config import TrainConfig
 
 
@@ -37,7 +38,7 @@ def storage_path(config: TrainConfig, output: Path) -> str:
     """Absolute path or URI where Ray Train keeps the run (Ray requires absolute paths)."""
     given = config.ray.storage_path
     if given is None:
-        return str((output / "ray").resolve())
+        return str((output / TrainingFiles.RAY).resolve())
     return given if "://" in given else str(Path(given).resolve())
 
 
@@ -48,12 +49,16 @@ def fit(config: TrainConfig, loop_config: dict[str, Any], run_name: str, output:
     import ray.train
     from ray.util.queue import Queue
 
-    from ec2er.ray_utils import init_ray
+    from ec2er.ray_utils import init_ray, on_this_node, require_shared_storage
     from ec2er.training.loop import HF_CHECKPOINT
 
-    init_ray()
+    init_ray(config.ray.address)
     storage = storage_path(config, output)
-    progress = Queue(actor_options={"num_cpus": 0})
+    # workers write checkpoints to the storage and resume from it on any node; serving and
+    # evaluation replicas load the published adapter from the registry on theirs
+    require_shared_storage({"ray.storage_path": storage, "the adapter registry": config.registry}, config.ray,
+                           ["GPU"] if config.ray.use_gpu else [])
+    progress = Queue(actor_options={"num_cpus": 0, **on_this_node()})  # a worker node may be lost
     trainer = torch_trainer(config, {**loop_config, "progress": progress}, run_name, storage)
     start = time.perf_counter()
     try:
@@ -78,10 +83,11 @@ def torch_trainer(config: TrainConfig, loop_config: dict[str, Any], run_name: st
 
     TorchTrainer = local_safe_trainer_class()  # noqa: N806
 
+    from ec2er.ray_utils import worker_resources
     from ec2er.training.loop import FAULT_ENV, parse_fault, train_loop_per_worker
 
     r = config.ray
-    resources = {"CPU": r.cpus_per_worker, **({"GPU": 1} if r.use_gpu else {})}
+    resources = {"CPU": r.cpus_per_worker, **({"GPU": 1} if r.use_gpu else {}), **worker_resources(r)}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**loop_config, "fault": parse_fault(os.environ.get(FAULT_ENV))},

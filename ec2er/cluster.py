@@ -1,0 +1,371 @@
+"""A Ray cluster of several nodes on one machine, to try ec2er's cluster behaviour on a laptop:
+a head without the worker resource, worker nodes that carry it (as GPU nodes carry GPUs on a real
+cluster; recipes ask for it with ``ray.worker_resources``), and optionally Ray's fake autoscaler,
+which adds worker nodes as the work asks for them, from zero. Each node is its own raylet on this
+host; killing one (``kill-node``: every process of the node, SIGKILL, no drain) is a spot loss.
+
+    ec2er cluster up --workers 2         # or --autoscale 3: no worker node until work asks for one
+    ec2er cluster status
+    ec2er cluster kill-node NODE_ID      # a spot instance taken back
+    ec2er cluster down
+
+Everything it starts uses its own folder (``--dir``) and free ports, and ``down`` stops only the
+processes that name that folder or its GCS address (never ``ray stop``, which stops every Ray on
+the machine). The tests' multi-node fixture is this class.
+
+Written here rather than taken from ``ray.cluster_utils``: ``Cluster`` keeps its nodes inside the
+calling process (they end with it, and a CLI must outlive its nodes), and ``AutoscalingCluster``
+runs ``ray stop --force`` on start and shutdown. The fake autoscaler's config is written in full
+because the wheel lacks the ``example.yaml`` that ``AutoscalingCluster`` builds on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from ec2er.config import StrictModel
+from ec2er.errors import Ec2erError
+
+WORKER_RESOURCE = "ec2er_worker"  # what worker nodes carry and the head lacks
+STATE_FILE = "cluster.json"
+DEFAULT_DIR = Path(tempfile.gettempdir()) / "ec2er-cluster"  # short: Ray's socket paths are limited
+WORKER_TYPE = "ec2er.worker"  # the autoscaler's node type
+HEAD_TYPE = "ray.head.default"  # the fake provider's fixed name for the head
+
+
+class ClusterState(StrictModel):
+    """``<dir>/cluster.json``: how to reach and stop a cluster ``up`` started."""
+
+    root: Path
+    gcs_address: str
+    dashboard_url: str
+    head_cpus: float
+    worker_cpus: int
+    worker_resources: dict[str, float]
+    object_store_mb: int
+    autoscale: int = Field(description="the autoscaler's worker nodes at most; 0: no autoscaler")
+    auth: bool
+    manual_nodes: dict[str, int] = Field(default_factory=dict, description="node id -> pid of its `ray start --block`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_bin() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+class LocalCluster:
+    """Start, grow, hurt and stop one multi-node cluster on this host."""
+
+    def __init__(self, state: ClusterState):
+        self.state = state
+
+    # ------------------------------------------------------------- start and stop
+
+    @classmethod
+    def up(cls, root: Path = DEFAULT_DIR, *, workers: int = 0, autoscale: int = 0, head_cpus: float = 1,
+           worker_cpus: int = 2, worker_resources: dict[str, float] | None = None, auth: bool = False,
+           object_store_mb: int = 256, heartbeat_timeout_s: int = 10, idle_minutes: float = 60.0,
+           health_check_period_ms: int | None = None, dashboard_port: int = 0) -> LocalCluster:
+        """A head (``head_cpus``, dashboard on 127.0.0.1) and ``workers`` worker nodes, each with
+        ``worker_cpus`` CPUs and ``worker_resources`` (default ``{WORKER_RESOURCE: 1}``). With
+        ``autoscale``, Ray's fake autoscaler adds up to that many worker nodes of the same shape when
+        work waits for their resources, replaces a lost one (once its heartbeat is
+        ``heartbeat_timeout_s`` old) and removes one idle for ``idle_minutes``.
+        ``health_check_period_ms``: how often the head checks each node (Ray's default, 3000, marks
+        a node dead after five missed checks: 15 s); tests shorten it. ``dashboard_port``: where
+        `ray job submit` finds the head (0: a free port)."""
+        root = Path(root).absolute()
+        if (root / STATE_FILE).exists():
+            raise Ec2erError(f"{root}: a cluster is already up there (`ec2er cluster down --dir {root}` first)")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "logs").mkdir(exist_ok=True)
+        gcs_port, dash_port = free_port(), dashboard_port or free_port()
+        import ray
+
+        ip = ray.util.get_node_ip_address()
+        state = ClusterState(root=root, gcs_address=f"{ip}:{gcs_port}", dashboard_url=f"http://127.0.0.1:{dash_port}",
+                             head_cpus=head_cpus, worker_cpus=worker_cpus,
+                             worker_resources={WORKER_RESOURCE: 1} if worker_resources is None else worker_resources,
+                             object_store_mb=object_store_mb, autoscale=autoscale, auth=auth)
+        cluster = cls(state)
+        cmd = [_ray_bin(), "start", "--head", f"--port={gcs_port}", f"--temp-dir={root}", f"--num-cpus={head_cpus:g}",
+               f"--object-store-memory={object_store_mb * 2**20}", "--include-dashboard=true",
+               "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", f"--ray-client-server-port={free_port()}",
+               "--disable-usage-stats", *cluster._agent_ports()]
+        env = cluster._node_env()
+        if health_check_period_ms:
+            env["RAY_health_check_period_ms"] = str(health_check_period_ms)
+        if autoscale:
+            config = root / "autoscaler.yaml"
+            config.write_text(json.dumps(cluster._autoscaler_config(ip, gcs_port, idle_minutes), indent=1))
+            cmd.append(f"--autoscaling-config={config}")
+            env |= {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                    "AUTOSCALER_HEARTBEAT_TIMEOUT_S": str(heartbeat_timeout_s)}
+        with (root / "logs" / "head.log").open("w") as log:
+            done = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=180, check=False)
+        if done.returncode != 0:
+            cluster.stop()
+            raise Ec2erError(f"the head did not start (see {root / 'logs' / 'head.log'})")
+        cluster.save()
+        try:
+            for _ in range(workers):
+                cluster.add_node()
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    @classmethod
+    def attach(cls, root: Path = DEFAULT_DIR) -> LocalCluster:
+        path = Path(root).absolute() / STATE_FILE
+        if not path.is_file():
+            raise Ec2erError(f"{path.parent}: no cluster started there (no {STATE_FILE})")
+        return cls(ClusterState.model_validate_json(path.read_text(encoding="utf-8")))
+
+    def save(self) -> None:
+        from ec2er.io import write_json
+
+        write_json(self.state.root / STATE_FILE, self.state.model_dump(mode="json"))
+
+    def stop(self) -> int:
+        """Stop every process of this cluster (and the processes they started, such as vLLM's
+        engine cores, whose names no longer say where they belong); returns how many."""
+        import psutil
+
+        marks = (str(self.state.root), self.state.gcs_address)
+        procs: dict[int, Any] = {}
+        for p in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(p.info["cmdline"] or [])
+            if p.pid != os.getpid() and any(mark in cmdline for mark in marks):
+                procs[p.pid] = p
+        for p in list(procs.values()):
+            try:
+                procs |= {c.pid: c for c in p.children(recursive=True) if c.pid != os.getpid()}
+            except psutil.Error:
+                pass
+        for p in procs.values():
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(list(procs.values()), timeout=5)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        (self.state.root / STATE_FILE).unlink(missing_ok=True)
+        return len(procs)
+
+    # ------------------------------------------------------------- nodes
+
+    def add_node(self, timeout_s: float = 120) -> str:
+        """Start one worker node (``ray start --block``, in a session of its own so that it outlives
+        this process); returns its node id once the cluster counts it alive."""
+        import psutil
+
+        logs = self.state.root / "logs"
+        n = len(list(logs.glob("node-*.log")))
+        cmd = [_ray_bin(), "start", f"--address={self.state.gcs_address}", f"--num-cpus={self.state.worker_cpus}",
+               f"--resources={json.dumps(self.state.worker_resources)}", f"--temp-dir={node_dir(self.state.root, n)}",
+               f"--object-store-memory={self.state.object_store_mb * 2**20}", "--disable-usage-stats", "--block",
+               *self._agent_ports()]
+        with (logs / f"node-{n}.log").open("w") as log:
+            proc = subprocess.Popen(cmd, env=self._node_env(), stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        node_id = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            raylets = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() == "raylet"]
+            node_id = next((a.split("=", 1)[1] for r in raylets for a in r.cmdline() if a.startswith("--node_id=")), None)
+            if node_id and node_id in {node["node_id"] for node in self.nodes()}:
+                self.state.manual_nodes[node_id] = proc.pid
+                self.save()
+                return node_id
+            time.sleep(0.5)
+        proc.kill()
+        raise Ec2erError(f"a worker node did not join within {timeout_s:.0f} s (see {logs / f'node-{n}.log'})")
+
+    def kill_node(self, node_id: str) -> int:
+        """A spot loss: SIGKILL the node's raylet and every process under it (its workers, their
+        engines, its agents) at once, without draining. Returns how many processes died."""
+        import psutil
+
+        raylets = [p for p in psutil.process_iter(["name", "cmdline"])
+                   if p.info["name"] == "raylet" and f"--node_id={node_id}" in (p.info["cmdline"] or [])]
+        if not raylets:
+            raise Ec2erError(f"no live node {node_id} on this machine")
+        procs = [q for r in raylets for q in (r, *r.children(recursive=True))]
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+        psutil.wait_procs(procs, timeout=10)
+        block = self.state.manual_nodes.pop(node_id, None)
+        if block is not None:  # its `ray start --block` sees the raylet gone and exits
+            try:
+                psutil.Process(block).wait(timeout=20)
+            except psutil.TimeoutExpired:
+                psutil.Process(block).kill()
+            except psutil.Error:
+                pass
+            self.save()
+        return len(procs)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The live nodes: node_id, is_head, resources (Ray's state API, through the dashboard)."""
+        from ray.util.state import list_nodes
+
+        alive = list_nodes(address=self.state.dashboard_url, filters=[("state", "=", "ALIVE")], detail=True,
+                           raise_on_missing_output=False)
+        return [{"node_id": n.node_id, "is_head": bool(n.is_head_node), "resources": dict(n.resources_total or {})}
+                for n in alive]
+
+    def worker_nodes(self) -> list[str]:
+        return [n["node_id"] for n in self.nodes() if not n["is_head"]]
+
+    def wait_for_workers(self, count: int, timeout_s: float = 120) -> list[str]:
+        """Block until exactly ``count`` worker nodes are alive (a killed one has left)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            workers = self.worker_nodes()
+            if len(workers) == count or time.monotonic() > deadline:
+                if len(workers) != count:
+                    raise Ec2erError(f"{len(workers)} worker nodes alive after {timeout_s:.0f} s, not {count}")
+                return workers
+            time.sleep(0.5)
+
+    def env(self) -> dict[str, str]:
+        """What a driver needs in its environment to join: RAY_ADDRESS (and the auth mode)."""
+        env = {"RAY_ADDRESS": self.state.gcs_address}
+        if not self.state.auth:
+            env["RAY_AUTH_MODE"] = "disabled"
+        return env
+
+    # ------------------------------------------------------------- helpers
+
+    def _node_env(self) -> dict[str, str]:
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+        env.pop("RAY_ADDRESS", None)
+        if not self.state.auth:  # a throwaway cluster; Ray 2.60 turns token auth on when ~/.ray has a token
+            env["RAY_AUTH_MODE"] = "disabled"
+        return env
+
+    @staticmethod
+    def _agent_ports() -> list[str]:
+        # Ray's fixed defaults (agent 52365, ...) are taken by the first Ray of the machine, and a
+        # node whose agents cannot bind never becomes usable
+        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+
+    def _autoscaler_config(self, ip: str, gcs_port: int, idle_minutes: float) -> dict[str, Any]:
+        s = self.state
+        worker = {"CPU": s.worker_cpus, **s.worker_resources, "object_store_memory": s.object_store_mb * 2**20}
+        return {
+            "cluster_name": f"ec2er-{gcs_port}", "max_workers": s.autoscale, "upscaling_speed": 1.0,
+            "idle_timeout_minutes": idle_minutes,
+            "provider": {"type": "external", "module": "ec2er.cluster_provider.OwnDiskFakeProvider",
+                         "root": str(s.root), "use_node_id_as_ip": True, "disable_node_updaters": True,
+                         "disable_launch_config_check": True, "gcs_address": f"{ip}:{gcs_port}"},
+            "available_node_types": {
+                HEAD_TYPE: {"resources": {"CPU": s.head_cpus}, "node_config": {}, "max_workers": 0},
+                WORKER_TYPE: {"resources": worker, "node_config": {}, "min_workers": 0, "max_workers": s.autoscale},
+            },
+            "head_node_type": HEAD_TYPE,
+            # the keys the autoscaler reads, empty: the fake provider runs nothing on its nodes
+            "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
+            "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+            "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+            "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+        }
+
+
+def node_dir(root: Path, name: str | int) -> Path:
+    """A worker node's own Ray folder (its session: logs, sockets, unpacked working dirs), as a
+    separate machine has its own disk. Nodes sharing the head's folder also share the unpacked
+    `ray job submit` working dir, and a node unpacking it again removes the folder the job's
+    driver runs in (seen here: the chain's driver failed with FileNotFoundError from getcwd)."""
+    return Path(root) / f"n{name}"
+
+
+# ----------------------------------------------------------------- the command
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("cluster", help="a multi-node Ray cluster on this machine, to try cluster behaviour",
+                              description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cluster_command", required=True)
+    up = sub.add_parser("up", help="start a head and worker nodes (or the fake autoscaler)")
+    up.add_argument("--workers", type=int, default=2, help="worker nodes to start now (default 2)")
+    up.add_argument("--autoscale", type=int, default=0, metavar="MAX",
+                    help="also run Ray's fake autoscaler, adding up to MAX worker nodes as work asks for them")
+    up.add_argument("--head-cpus", type=float, default=1)
+    up.add_argument("--worker-cpus", type=int, default=2)
+    up.add_argument("--worker-resource", action="append", default=[], metavar="NAME=AMOUNT",
+                    help=f"a custom resource of every worker node (default {WORKER_RESOURCE}=1)")
+    up.add_argument("--dashboard-port", type=int, default=0, help="the head's dashboard (and `ray job submit`) "
+                                                                  "port on 127.0.0.1; default: a free one")
+    up.add_argument("--auth", action="store_true", help="keep Ray's token authentication on (default off: "
+                                                        "a throwaway cluster of this machine)")
+    sub.add_parser("status", help="the live nodes and their resources")
+    sub.add_parser("down", help="stop every process of the cluster, and only those")
+    sub.add_parser("add-node", help="start one more worker node")
+    sub.add_parser("kill-node", help="a spot loss: SIGKILL every process of a node").add_argument("node_id")
+    for q in sub.choices.values():
+        q.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"the cluster's folder (default {DEFAULT_DIR})")
+    p.set_defaults(func=_command)
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.cluster_command == "up":
+        resources = dict(_resource(r) for r in args.worker_resource) or None
+        c = LocalCluster.up(args.dir, workers=args.workers, autoscale=args.autoscale, head_cpus=args.head_cpus,
+                            worker_cpus=args.worker_cpus, worker_resources=resources, auth=args.auth,
+                            dashboard_port=args.dashboard_port)
+        s = c.state
+        print(f"cluster up in {s.root}: a head ({s.head_cpus:g} CPU) and {args.workers} worker node(s) "
+              f"({s.worker_cpus} CPUs, {s.worker_resources} each)"
+              + (f"; the autoscaler adds up to {s.autoscale} more as work asks" if s.autoscale else ""))
+        print(f"  drivers:    export {' '.join(f'{k}={v}' for k, v in c.env().items())}")
+        print(f"  jobs:       ray job submit --address {s.dashboard_url} --working-dir . -- python jobs/run.py ...")
+        print(f"  recipes:    ray.worker_resources: {json.dumps(s.worker_resources)}; outputs in object storage "
+              "or under a folder listed in ray.shared_storage")
+        print(f"  stop:       ec2er cluster down --dir {s.root}")
+        return 0
+    cluster = LocalCluster.attach(args.dir)
+    if args.cluster_command == "down":
+        print(f"stopped {cluster.stop()} processes of the cluster in {cluster.state.root}")
+    elif args.cluster_command == "add-node":
+        print(cluster.add_node())
+    elif args.cluster_command == "kill-node":
+        print(f"killed node {args.node_id} ({cluster.kill_node(args.node_id)} processes)")
+    else:
+        for n in cluster.nodes():
+            kind = "head  " if n["is_head"] else "worker"
+            print(f"{kind} {n['node_id']}  {json.dumps({k: v for k, v in n['resources'].items() if 'memory' not in k})}")
+    return 0
+
+
+def _resource(text: str) -> tuple[str, float]:
+    name, _, amount = text.partition("=")
+    try:
+        return name, float(amount)
+    except ValueError:
+        raise Ec2erError(f"--worker-resource {text}: expected NAME=AMOUNT") from None
