@@ -15,7 +15,6 @@ the plan or the dialogues.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 from ec2er.errors import DataError, Ec2erError
 from ec2er.generation.config import GenerateConfig
 from ec2er.generation.outputs import CHECKPOINTS, PLAN, RESULTS, result_table
+from ec2er.io import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class GenerationActor:
         if self.gate is None:  # made in the actor's event loop
             self.gate = asyncio.Semaphore(self.in_flight)
         specs = [DialogueSpec.model_validate_json(s) for s in batch["spec"]]
-        key = hashlib.sha256("\n".join(sorted(s.dialogue_id for s in specs)).encode()).hexdigest()[:20]
+        key = fingerprint(sorted(s.dialogue_id for s in specs))[:20]  # the same batch in every attempt
         lost = await self.progress.batch_started.remote(key, self.life, len(specs)) if self.progress else 0
         if lost >= self.config.ray.dialogue_tries:
             raise DialogueFailed(f"dialogues {specs[0].dialogue_id} and {len(specs) - 1} more: their batch was lost "
