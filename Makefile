@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	.venv/bin/ec2er run --config pipelines/run-tiny.yaml --output runs/demo
 
+# Two workers even on 2 cores: an end-to-end test spends much of its time waiting (health checks,
+# graceful stops, nodes joining), which the other worker fills; tests/conftest.py's scheduler groups
+# the tests that share a server, an engine or the multi-node cluster, longest groups first.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
 # One after another: each wants both cores.
 bench: $(STAMP)

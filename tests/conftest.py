@@ -69,10 +69,69 @@ def smollm2_engine(smollm2_model: str):
     engine.close()
 
 
+# `make test` runs the suite on 2 pytest-xdist workers: much of an end-to-end test's time is spent
+# waiting (Ray's health checks, Serve's graceful stops, nodes joining), which the other worker
+# fills. A group is a unit one worker runs whole, so that a module's fixtures (a server, a training
+# run) and the session's (the multi-node cluster, the tiny engine) start once: the modules on the
+# multi-node cluster form one group, those sharing the tiny engine another, two long tests are
+# groups of their own, and every other module is a group. (xdist's own `--dist loadgroup` marks
+# do not group on pytest 9.2, whose node ids no longer come from the field xdist rewrites; the
+# scheduler below groups by node id instead.)
+GROUPS = {
+    "tests/test_chain.py": "multinode", "tests/test_multinode_generation.py": "multinode",
+    "tests/test_multinode_training.py": "multinode", "tests/test_multinode_serving.py": "multinode",
+    "tests/test_multinode_evaluation.py": "multinode",
+    "tests/test_engine_vllm.py": "tiny-engine", "tests/test_curation_confidence.py": "tiny-engine",
+    "tests/test_evaluation.py": "tiny-engine",
+    "tests/test_training_slow.py::test_smollm2_trained_then_evaluated_by_the_eval_tiny_recipe": "smollm2-train-eval",
+    "tests/test_training_slow.py::test_a_killed_driver_started_again_continues_its_run": "training-driver",
+}
+# Groups that take minutes (measured on 2 cores), longest first: the workers take groups in
+# collection order, so the long ones start early and the short ones fill the gaps at the end.
+LONG_GROUPS = ["multinode", "tests/test_training_slow.py", "smollm2-train-eval", "tests/test_serving_cli.py",
+               "tests/test_generation_slow.py", "training-driver", "tests/test_generation_job.py",
+               "tests/test_serving.py", "tiny-engine"]
+
+
+def test_group(nodeid: str) -> str:
+    test = nodeid.split("[")[0]
+    module = test.split("::")[0]
+    return GROUPS.get(test) or GROUPS.get(module) or module
+
+
+test_group.__test__ = False  # a helper, not a test
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent without it
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    config.option.loadscopereorder = False  # the collection order below: longest groups first
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """The tests on the multi-node cluster run last and one after another, so that the cluster
-    (several Ray nodes) is up only while they run."""
-    items.sort(key=lambda item: "multinode" in getattr(item, "fixturenames", ()))
+    for item in items:
+        if "multinode" in getattr(item, "fixturenames", ()) and test_group(item.nodeid) != "multinode":
+            raise pytest.UsageError(f"{item.nodeid} uses the multi-node cluster: add its module to GROUPS")
+    rank = {group: i for i, group in enumerate(LONG_GROUPS)}
+    items.sort(key=lambda item: rank.get(test_group(item.nodeid), len(rank)))  # stable: file order within
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """The multi-node cluster stops after the last test that uses it, not at the end of the session:
+    its nodes would keep a share of the 2 cores busy while the other tests run."""
+    uses = "multinode" in getattr(item, "fixturenames", ())
+    if uses and (nextitem is None or "multinode" not in getattr(nextitem, "fixturenames", ())):
+        for stop in _MULTINODE.pop("stops", []):
+            stop()
+
+
+_MULTINODE: dict = {}
 
 
 @pytest.fixture(scope="session")
@@ -89,9 +148,15 @@ def multinode():
 
     root = Path(tempfile.mkdtemp(prefix="ec2er-mn-", dir="/tmp"))  # short: Ray's socket paths are limited
     cluster = LocalCluster.up(root, autoscale=3, health_check_period_ms=1000)
+
+    def stop() -> None:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)  # Ray's session folders (the tests keep their own logs)
+
+    _MULTINODE["stops"] = [stop]
     yield cluster
-    cluster.stop()
-    shutil.rmtree(root, ignore_errors=True)  # Ray's session folders (the tests keep their own logs)
+    for stop_now in _MULTINODE.pop("stops", []):  # unless the last test using it stopped it
+        stop_now()
 
 
 @pytest.fixture(scope="session")
@@ -99,8 +164,10 @@ def ray_local():
     """A local Ray instance shared by every test that needs one."""
     import ray
 
-    from ec2er.ray_utils import init_ray
+    from ec2er.ray_utils import init_ray, started_local_ray
 
+    if ray.is_initialized() and not started_local_ray():  # a Ray some library started by itself
+        ray.shutdown()
     init_ray(num_cpus=4)
     yield ray
     ray.shutdown()

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_evaluation import write_benchmark
 
 from ec2er.cli import main
-from test_evaluation import write_benchmark
 
 pytestmark = pytest.mark.slow
 

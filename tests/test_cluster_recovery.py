@@ -29,6 +29,7 @@ def test_heavy_actors_ask_for_the_worker_resources_only_on_a_joined_cluster(monk
     from ec2er.serving.config import ScalingConfig
 
     config = RayJobConfig(worker_resources={"ec2er_worker": 1})
+    monkeypatch.setattr("ray.is_initialized", lambda: False)  # answered before init_ray, whatever ran before
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert ray_utils.worker_resources(config) == {}  # a local Ray of this process has none
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # `ray job submit` sets it
@@ -136,7 +137,9 @@ def test_the_fake_autoscaler_config_has_every_key_the_autoscaler_reads(tmp_path)
     module, name = provider["module"].rsplit(".", 1)  # Ray's fake provider, each node with a folder of its own
     from importlib import import_module
 
-    from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+    from ray.autoscaler._private.fake_multi_node.node_provider import (
+        FakeMultiNodeProvider,
+    )
 
     assert issubclass(getattr(import_module(module), name), FakeMultiNodeProvider)
     for key in ("auth", "docker", "file_mounts", "setup_commands", "worker_start_ray_commands"):

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ec2er.config import EngineConfig, StrictModel, VLLMEngineConfig, load_config, parse_override
+from ec2er.config import (
+    EngineConfig,
+    StrictModel,
+    VLLMEngineConfig,
+    load_config,
+    parse_override,
+)
 from ec2er.errors import ConfigError
 
 

@@ -21,7 +21,7 @@ from ec2er.curation.config import CurateConfig, ValidateConfig
 from ec2er.curation.lexicon import named_emotions
 from ec2er.curation.pipeline import curate
 from ec2er.curation.positions import balance_positions, position_stats
-from ec2er.curation.preprocess import clean_dialogue, DialogueReport
+from ec2er.curation.preprocess import DialogueReport, clean_dialogue
 from ec2er.curation.review import cohen_kappa
 from ec2er.io import read_jsonl
 from ec2er.schemas import EACategory, parse_item

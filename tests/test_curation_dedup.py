@@ -10,7 +10,12 @@ from rapidfuzz import fuzz, process
 
 from ec2er.curation.config import DedupConfig
 from ec2er.curation.dedup import (
-    band_keys, candidate_pairs_local, candidate_pairs_ray, choose_representatives, deduplicate, normalize,
+    band_keys,
+    candidate_pairs_local,
+    candidate_pairs_ray,
+    choose_representatives,
+    deduplicate,
+    normalize,
 )
 
 

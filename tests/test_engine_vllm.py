@@ -9,7 +9,6 @@ from pydantic import BaseModel
 
 from ec2er.config import SamplingConfig
 from ec2er.llm import ChatRequest
-from ec2er.schemas import SupervisorVerdict
 
 pytestmark = pytest.mark.slow
 
@@ -105,15 +104,3 @@ def test_too_long_prompt_fails_only_its_row(tiny_engine):
     results = tiny_engine.chat([ChatRequest(messages=_conv("hi"), sampling=GREEDY),
                                 ChatRequest(messages=_conv("word " * 3000), sampling=GREEDY)])
     assert results[0].ok and results[1].error.kind == "rejected" and not results[1].error.transient
-
-
-def test_smollm2_returns_a_validated_supervisor_verdict(smollm2_engine):
-    dialogue = ("CLIENT: My sister borrowed money again and I feel used, but I love her.\n"
-                "THERAPIST: What makes it hard to say no to her?\n"
-                "CLIENT: If I refuse, I am afraid she will lose her flat and blame me.")
-    req = ChatRequest(messages=[{"role": "system", "content": "You are a clinical supervisor. Reply in JSON."},
-                                {"role": "user", "content": f"Assess this dialogue:\n{dialogue}"}],
-                      sampling=SamplingConfig(temperature=0.0, max_tokens=200), response_model=SupervisorVerdict)
-    (result,) = smollm2_engine.chat([req])
-    assert result.ok, result.error
-    assert isinstance(result.parsed, SupervisorVerdict)

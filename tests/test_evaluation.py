@@ -18,12 +18,23 @@ from ec2er.config import SamplingConfig, load_config
 from ec2er.errors import ConfigError, DataError
 from ec2er.evaluation.config import EvalConfig
 from ec2er.evaluation.data import select_items
-from ec2er.schemas.benchmark import item_key, load_benchmark
 from ec2er.evaluation.parsing import lenient_parse, letter_in_text, strict_parse
-from ec2er.evaluation.prompts import OFFICIAL_KEYS, constrained_answer_model, official_messages
+from ec2er.evaluation.prompts import (
+    OFFICIAL_KEYS,
+    constrained_answer_model,
+    official_messages,
+)
 from ec2er.evaluation.records import EUAnswer, Prediction
 from ec2er.evaluation.rotation import rotate, to_original, to_shown
-from ec2er.evaluation.scoring import gold, grade, option_lists, results, robustness, score_rows
+from ec2er.evaluation.scoring import (
+    gold,
+    grade,
+    option_lists,
+    results,
+    robustness,
+    score_rows,
+)
+from ec2er.schemas.benchmark import item_key, load_benchmark
 from ec2er.schemas.items import EUItem, Item
 from ec2er.schemas.training import LETTERS
 

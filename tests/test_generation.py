@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fakes import FakeEngine
 
 from ec2er.config import VLLMEngineConfig, load_config
 from ec2er.errors import ConfigError, DataError
@@ -27,8 +28,13 @@ from ec2er.schemas import EAItem, EUItem, parse_item
 from ec2er.schemas.dialogue import Speaker
 from ec2er.schemas.items import Provenance
 from ec2er.schemas.persona import Persona
-from ec2er.schemas.taxonomy import EMOTIONS, EU_FINE_TO_COARSE, EACategory, EAQuestionType, EUFineCategory
-from fakes import FakeEngine
+from ec2er.schemas.taxonomy import (
+    EMOTIONS,
+    EU_FINE_TO_COARSE,
+    EACategory,
+    EAQuestionType,
+    EUFineCategory,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -365,7 +371,9 @@ def test_repeated_distractor_emotions_are_replaced_from_the_taxonomy():
 def test_every_response_model_is_a_schema_the_grammar_engine_accepts():
     """vLLM refuses (per request) a JSON schema xgrammar cannot compile, e.g. a pattern with
     minLength/maxLength: every model ec2er asks for must pass vLLM's own check."""
-    from vllm.v1.structured_output.backend_xgrammar import has_xgrammar_unsupported_json_features
+    from vllm.v1.structured_output.backend_xgrammar import (
+        has_xgrammar_unsupported_json_features,
+    )
 
     from ec2er.curation.confidence import letter_model
     from ec2er.evaluation.prompts import official_answer_model

@@ -19,10 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from fakes import FakeOpenAIServer
 
 from ec2er.cli import main
 from ec2er.generation.outputs import RESULTS, done_ids, iter_items
-from fakes import FakeOpenAIServer
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

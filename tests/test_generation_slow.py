@@ -6,14 +6,12 @@ runs generation on a `ray start --head` cluster.)"""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from ec2er.cli import main
 from ec2er.generation.outputs import done_ids, export, iter_items, iter_result_batches
 from ec2er.io import read_jsonl
 from ec2er.schemas.checks import check_files
@@ -21,18 +19,11 @@ from ec2er.schemas.checks import check_files
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # The tiny random model writes strings up to their schema bounds: give extraction room.
 TINY = ["--set", "engine.model=tiny-random-llama", "--set", "engine.max_model_len=4096",
         "--set", "sampling.extraction.max_tokens=1024", "--set", "sampling.supervisor.max_tokens=160",
         "--set", "turns.max_turns=4", "--set", "items={eu_min: 1, eu_max: 1, ea_min: 1, ea_max: 1}",
         "--set", "ray.batch_size=1", "--set", "ray.max_concurrent_batches=2", "--num-dialogues", "4"]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled")
-    env.pop("RAY_ADDRESS", None)
-    return env
 
 
 def _qids(out: Path) -> list[str]:
@@ -73,19 +64,26 @@ def test_a_dead_engine_ends_its_actor_and_the_run_still_finishes(tmp_path, ray_l
     assert len(_qids(out)) == len(set(_qids(out))) > 0
 
 
-def test_mads_tiny_recipe_on_smollm2_writes_valid_items(tmp_path):
+def test_mads_tiny_recipe_on_smollm2_writes_valid_items(tmp_path, ray_local, capsys):
+    """One dialogue of the shipped recipe on the embedded model: every agent's reply, the
+    supervisor's JSON verdict (asked at turn 4) and the extracted items are what the schemas allow."""
+    from ec2er.schemas.dialogue import SupervisorVerdict
+
     out = tmp_path / "mads"
-    run = subprocess.run([BIN / "ec2er", "generate", "--config", "pipelines/mads-tiny.yaml", "--output",
-                          str(out), "--num-dialogues", "1", "--no-progress",
-                          "--set", "items={eu_min: 1, eu_max: 1, ea_min: 1, ea_max: 1}"],
-                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=500)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "1 dialogues ok" in run.stdout
+    # the command as a user types it, in this process (on the suite's Ray, which it joins)
+    assert main(["generate", "--config", str(REPO / "pipelines/mads-tiny.yaml"), "--output", str(out),
+                 "--num-dialogues", "1", "--no-progress",
+                 "--set", "items={eu_min: 1, eu_max: 1, ea_min: 1, ea_max: 1}"]) == 0
+    assert "1 dialogues ok" in capsys.readouterr().out
     export(str(out), str(out))
     report = check_files([out / "eu.jsonl", out / "ea.jsonl"])
     assert report.ok, report.errors
     # a 135M model often repeats an option (such rows are recorded as failed, never written)
     meta = read_jsonl(out / "metadata.jsonl")
+    (dialogue,) = meta
+    assert dialogue["verdicts"] and dialogue["supervisor_errors"] == [], dialogue
+    for verdict in dialogue["verdicts"]:  # the supervisor's structured output
+        SupervisorVerdict.model_validate(verdict)
     written = sum(m["eu"] + m["ea"] for m in meta)
     assert written == sum(report.counts.values())
     assert written + sum(len(m["item_failures"]) for m in meta) == 2

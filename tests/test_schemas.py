@@ -10,8 +10,15 @@ from pydantic import ValidationError
 
 from ec2er.io import dumps
 from ec2er.schemas import (
-    EA_FIELDS, EU_FIELDS, EAItem, EUItem, SupervisorVerdict, detect_task, normalize_speaker,
-    parse_item, training_examples,
+    EA_FIELDS,
+    EU_FIELDS,
+    EAItem,
+    EUItem,
+    SupervisorVerdict,
+    detect_task,
+    normalize_speaker,
+    parse_item,
+    training_examples,
 )
 from ec2er.schemas.taxonomy import ZH_EMOTIONS, emotion_atoms, unknown_emotion_atoms
 

@@ -16,8 +16,16 @@ from ec2er.errors import ConfigError, DataError, Ec2erError
 from ec2er.schemas.training import ReasonedAnswer
 from ec2er.training.config import TrainConfig
 from ec2er.training.data import (
-    IGNORE, ChatFormat, PadCollator, build_rows, encode_file, load_training_data, nonpad_share, packed_rows,
-    read_examples, unpacked_rows,
+    IGNORE,
+    ChatFormat,
+    PadCollator,
+    build_rows,
+    encode_file,
+    load_training_data,
+    nonpad_share,
+    packed_rows,
+    read_examples,
+    unpacked_rows,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -157,8 +157,8 @@ def _env() -> dict[str, str]:
 def test_a_killed_driver_started_again_continues_its_run(tmp_path):
     output = tmp_path / "train"
     cmd = [str(BIN / "ec2er"), "train", "--config", str(TINY_RECIPE), "--data", str(CURATED),
-           "--output", str(output), "--set", f"registry={tmp_path / 'registry'}", "--set", "optim.max_steps=40",
-           "--set", "ray.checkpoint_every_steps=8", "--set", "logging_steps=8"]
+           "--output", str(output), "--set", f"registry={tmp_path / 'registry'}", "--set", "optim.max_steps=16",
+           "--set", "ray.checkpoint_every_steps=4", "--set", "logging_steps=4"]
     first = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     snapshot = str(output / "ray" / "*" / "checkpoint_manager_snapshot.json")  # a checkpoint is committed
@@ -178,7 +178,7 @@ def test_a_killed_driver_started_again_continues_its_run(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     record = _record(output)
     (resumed,) = record["run"]["resumed_from_steps"]
-    assert 8 <= resumed < 40 and record["steps"] == 40
+    assert 4 <= resumed < 16 and record["steps"] == 16
     assert f"resumed from the checkpoint of step {resumed}" in again.stdout
     assert record["loss"]["train_curve"][0][0] == 1  # the curve starts at the first run's first step
 

@@ -12,17 +12,23 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fakes import FakeEngine
 from fastapi.testclient import TestClient
+from test_generation import make_config, run
 
 from ec2er.evaluation.records import EUAnswer, Prediction
 from ec2er.generation.dialogue import DialogueState, dialogue_result
 from ec2er.generation.outputs import result_table
 from ec2er.generation.plan import sampler_specs
-from ec2er.schemas.facts import CHAIN_SUMMARY, CuratedFiles, EvaluationFiles, GenerationFiles, TrainingFiles
+from ec2er.schemas.facts import (
+    CHAIN_SUMMARY,
+    CuratedFiles,
+    EvaluationFiles,
+    GenerationFiles,
+    TrainingFiles,
+)
 from ec2er.viewer import queries
 from ec2er.viewer.app import TOKEN_COOKIE, build_app
-from fakes import FakeEngine
-from test_generation import make_config, run
 
 PAYLOAD = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
 DIALOGUES = 12

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_viewer_api import DIALOGUES, FAILED, PAYLOAD, make_run
 
 from ec2er.schemas.facts import GenerationFiles
-from test_viewer_api import DIALOGUES, FAILED, PAYLOAD, make_run
 
 CHROMIUM = Path(os.environ.get("EC2ER_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

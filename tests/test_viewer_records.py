@@ -9,12 +9,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+from fakes import FakeEngine
+from test_evaluation import write_benchmark
+from test_generation import make_config
 
 from ec2er.curation import quality as v
 from ec2er.curation.config import CurateConfig
 from ec2er.curation.pipeline import Record, _decontaminate, _deduplicate
 from ec2er.evaluation.config import EvalConfig
-from ec2er.schemas.benchmark import load_benchmark
 from ec2er.evaluation.prompts import cot_messages, official_messages
 from ec2er.evaluation.records import Prediction
 from ec2er.evaluation.report import chart, unparsed_shares
@@ -23,11 +25,9 @@ from ec2er.evaluation.scoring import ScoreRow, gold
 from ec2er.generation.dialogue import DialogueRunner
 from ec2er.generation.plan import sampler_specs
 from ec2er.generation.progress import LiveProgress, TurnReporter
+from ec2er.schemas.benchmark import load_benchmark
 from ec2er.schemas.facts import GenerationFiles
 from ec2er.schemas.items import EUItem
-from fakes import FakeEngine
-from test_evaluation import write_benchmark
-from test_generation import make_config
 
 
 def test_the_runner_reports_every_turn_and_every_replys_tokens() -> None:
