@@ -12,6 +12,7 @@ EMOBENCH = Path(os.environ.get("EC2ER_EMOBENCH_DIR", REPO.parent / "shared" / "e
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # the suite's many Rays report nothing anywhere
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,13 @@ from ec2er.config import OpenAIEngineConfig, RayJobConfig, VLLMEngineConfig
 from ec2er.errors import ConfigError
 
 
+@pytest.fixture(autouse=True)
+def _before_ray_starts(monkeypatch):
+    """These checks are answered before init_ray (from the recipe and RAY_ADDRESS), whatever Ray
+    an earlier test left in this process."""
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
+
+
 def test_worker_resources_and_shared_mounts_are_checked_in_the_recipe():
     ok = RayJobConfig(worker_resources={"ec2er_worker": 0.5}, shared_storage=["/mnt/shared"])
     assert ok.worker_resources == {"ec2er_worker": 0.5}
@@ -29,7 +36,6 @@ def test_heavy_actors_ask_for_the_worker_resources_only_on_a_joined_cluster(monk
     from ec2er.serving.config import ScalingConfig
 
     config = RayJobConfig(worker_resources={"ec2er_worker": 1})
-    monkeypatch.setattr("ray.is_initialized", lambda: False)  # answered before init_ray, whatever ran before
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert ray_utils.worker_resources(config) == {}  # a local Ray of this process has none
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # `ray job submit` sets it

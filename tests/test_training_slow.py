@@ -158,7 +158,8 @@ def test_a_killed_driver_started_again_continues_its_run(tmp_path):
     output = tmp_path / "train"
     cmd = [str(BIN / "ec2er"), "train", "--config", str(TINY_RECIPE), "--data", str(CURATED),
            "--output", str(output), "--set", f"registry={tmp_path / 'registry'}", "--set", "optim.max_steps=16",
-           "--set", "ray.checkpoint_every_steps=4", "--set", "logging_steps=4"]
+           "--set", "ray.checkpoint_every_steps=4", "--set", "logging_steps=4",
+           "--set", "ray.num_workers=1"]  # the driver's loss is the point: one worker (two: tests above)
     first = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     snapshot = str(output / "ray" / "*" / "checkpoint_manager_snapshot.json")  # a checkpoint is committed
