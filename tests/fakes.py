@@ -120,7 +120,12 @@ class FakeOpenAIServer(LoopbackServer):
                  host: str = "127.0.0.1"):
         self.model, self.all_met_at, self.delay_s = model, all_met_at, delay_s
         self.requests = 0
-        self.fail_every: int | None = None  # every n-th chat request answers HTTP 503
+        self.text_requests = 0
+        # every n-th plain-text chat request (a background or a turn, whose failure fails its
+        # dialogue, unlike a supervisor's) answers HTTP 503: which requests fail does not depend
+        # on the order concurrent dialogues happen to send them in
+        self.fail_every: int | None = None
+        self.lock = threading.Lock()
         self.no_choices = False  # every chat request answers 200 without choices (a reply no code expects)
         fake = self
 
@@ -136,9 +141,13 @@ class FakeOpenAIServer(LoopbackServer):
                 import time
 
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests += 1
+                with fake.lock:
+                    fake.requests += 1
+                    fake.text_requests += not body.get("response_format")
+                    failing = fake.fail_every and not body.get("response_format") and \
+                        fake.text_requests % fake.fail_every == 0
                 time.sleep(fake.delay_s)
-                if fake.fail_every and fake.requests % fake.fail_every == 0:
+                if failing:
                     send_json(self, 503, {"error": {"message": "overloaded"}})
                     return
                 if fake.no_choices:

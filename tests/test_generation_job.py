@@ -153,7 +153,7 @@ def test_network_failures_are_tried_again_and_the_run_finishes(reference, tmp_pa
 
     with FakeOpenAIServer(model="fake-model") as flaky:
         config = GenerateConfig.model_validate(yaml.safe_load(recipe(tmp_path, flaky).read_text()))
-        flaky.fail_every = 40  # every 40th request gets a 503
+        flaky.fail_every = 20  # every 20th background or turn request gets a 503
         out = tmp_path / "flaky"
         stats = run_generation(config, out)
     assert stats["dialogues"] == {"committed": 12, "ok": 12, "failed": 0, "planned": 12}
