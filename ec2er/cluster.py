@@ -15,7 +15,7 @@ the machine). The tests' multi-node fixture is this class.
 
 Written here rather than taken from ``ray.cluster_utils``: ``Cluster`` keeps its nodes inside the
 calling process (they end with it, and a CLI must outlive its nodes), and ``AutoscalingCluster``
-runs ``ray stop --force`` on start and shutdown. The fake autoscaler's config is written in full
+force-stops every Ray on the machine (a user's included) on start and shutdown. The fake autoscaler's config is written in full
 because the wheel lacks the ``example.yaml`` that ``AutoscalingCluster`` builds on.
 """
 

@@ -59,17 +59,6 @@ def tiny_engine(tiny_model: str, tiny_adapters: dict[str, str]):
     engine.close()
 
 
-@pytest.fixture(scope="session")
-def smollm2_engine(smollm2_model: str):
-    """vLLM on the embedded default model (the one real model these tests use)."""
-    from ec2er.config import VLLMEngineConfig
-    from ec2er.llm import build_engine
-
-    engine = build_engine(VLLMEngineConfig(model="smollm2-135m-instruct", max_model_len=2048, kv_cache_gib=1))
-    yield engine
-    engine.close()
-
-
 # `make test` runs the suite on 2 pytest-xdist workers: much of an end-to-end test's time is spent
 # waiting (Ray's health checks, Serve's graceful stops, nodes joining), which the other worker
 # fills. A group is a unit one worker runs whole, so that a module's fixtures (a server, a training
