@@ -42,6 +42,7 @@ from multinode import (  # noqa: E402  (tests/, the multi-node tests' helpers)
     replicas_replaced,
     rows_per_dialogue,
     rows_per_node,
+    serve_on_two_nodes,
     start,
     stop,
     tail,
@@ -92,12 +93,7 @@ def serving(cluster, root: Path) -> dict:
     port, log = free_port("127.0.0.1"), root / "serve.log"
     url = f"http://127.0.0.1:{port}/v1"
     (root / "adapters").mkdir(exist_ok=True)
-    proc = start(cluster, ["serve", "--config", str(REPO / "serve/demo.yaml"), "--port", str(port),
-                           "--log-dir", str(root / "serve-logs"), "--set", "model=tiny-random-llama",
-                           "--set", f"registry={root / 'adapters'}", "--set", "engine.max_model_len=1024",
-                           "--set", "scaling.num_replicas=2", "--set", "scaling.max_ongoing_requests=2",
-                           "--set", "ray.worker_resources={ec2er_worker: 1}", "--set", "proxy_location=HeadOnly",
-                           "--set", f"ray.shared_storage=[{root}]"], log)
+    proc = start(cluster, serve_on_two_nodes(port, root / "adapters", root, root / "serve-logs"), log)
     try:
         wait_until(lambda: "ready in" in log.read_text(), 900, "the endpoint ready", proc, log)
         victim = min(r.node_id for r in actors(cluster, "ServeReplica:ec2er:OpenAIServer"))

@@ -112,16 +112,21 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(test_group(item.nodeid), len(rank)))  # stable: file order within
 
 
+_MULTINODE: dict = {}  # "stop": how to stop the multi-node cluster, until something has
+
+
+def _stop_multinode() -> None:
+    stop = _MULTINODE.pop("stop", None)
+    if stop is not None:
+        stop()
+
+
 def pytest_runtest_teardown(item, nextitem):
     """The multi-node cluster stops after the last test that uses it, not at the end of the session:
     its nodes would keep a share of the 2 cores busy while the other tests run."""
     uses = "multinode" in getattr(item, "fixturenames", ())
     if uses and (nextitem is None or "multinode" not in getattr(nextitem, "fixturenames", ())):
-        for stop in _MULTINODE.pop("stops", []):
-            stop()
-
-
-_MULTINODE: dict = {}
+        _stop_multinode()
 
 
 @pytest.fixture(scope="session")
@@ -143,10 +148,9 @@ def multinode():
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)  # Ray's session folders (the tests keep their own logs)
 
-    _MULTINODE["stops"] = [stop]
+    _MULTINODE["stop"] = stop
     yield cluster
-    for stop_now in _MULTINODE.pop("stops", []):  # unless the last test using it stopped it
-        stop_now()
+    _stop_multinode()  # unless the last test using it did
 
 
 @pytest.fixture(scope="session")

@@ -171,3 +171,13 @@ def replicas_replaced(cluster: Any, victim: str, app: str = "ec2er") -> bool:
     replicas = [r for d in apps["applications"][app]["deployments"].values() for r in d["replicas"]]
     running = [r for r in replicas if r["state"] == "RUNNING"]
     return len(running) == 2 and victim not in {r["node_id"] for r in running}
+
+
+def serve_on_two_nodes(port: int, registry: Path, shared: Path, logs: Path, model: str = "tiny-random-llama") -> list[str]:
+    """``ec2er serve`` arguments of the node-loss runs: the demo recipe on ``model``, two replicas
+    each asking a whole worker node, at most 2 requests each, Serve's proxy on the head alone."""
+    return ["serve", "--config", str(REPO / "serve/demo.yaml"), "--port", str(port), "--log-dir", str(logs),
+            "--set", f"model={model}", "--set", f"registry={registry}", "--set", "engine.max_model_len=1024",
+            "--set", "scaling.num_replicas=2", "--set", "scaling.max_ongoing_requests=2",
+            "--set", "ray.worker_resources={ec2er_worker: 1}", "--set", "proxy_location=HeadOnly",
+            "--set", f"ray.shared_storage=[{shared}]"]

@@ -17,11 +17,11 @@ import time
 
 import pytest
 from multinode import (
-    REPO,
     Load,
     actors,
     ensure_worker_nodes,
     replicas_replaced,
+    serve_on_two_nodes,
     start,
     stop,
     tail,
@@ -56,12 +56,7 @@ def test_two_replicas_keep_answering_while_a_node_is_lost(multinode, tiny_model,
     ensure_worker_nodes(multinode, 3)  # two for the replicas, one for the replacement
     port, log = free_port("127.0.0.1"), tmp_path / "serve.log"
     url = f"http://127.0.0.1:{port}/v1"
-    proc = start(multinode, ["serve", "--config", str(REPO / "serve/demo.yaml"), "--port", str(port),
-                             "--log-dir", str(tmp_path / "logs"), "--set", f"model={BASE}",
-                             "--set", f"registry={registry.root}", "--set", "engine.max_model_len=1024",
-                             "--set", "scaling.num_replicas=2", "--set", "scaling.max_ongoing_requests=2",
-                             "--set", "ray.worker_resources={ec2er_worker: 1}", "--set", "proxy_location=HeadOnly",
-                             "--set", f"ray.shared_storage=[{tmp_path}]"], log)
+    proc = start(multinode, serve_on_two_nodes(port, registry.root, tmp_path, tmp_path / "logs", BASE), log)
     try:
         wait_until(lambda: "ready in" in log.read_text(), 600, "the endpoint ready", proc, log)
         replicas = actors(multinode, REPLICA)
