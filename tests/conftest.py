@@ -73,14 +73,13 @@ GROUPS = {
     "tests/test_multinode_evaluation.py": "multinode",
     "tests/test_engine_vllm.py": "tiny-engine", "tests/test_curation_confidence.py": "tiny-engine",
     "tests/test_evaluation.py": "tiny-engine",
-    "tests/test_training_slow.py::test_smollm2_trained_then_evaluated_by_the_eval_tiny_recipe": "smollm2-train-eval",
     "tests/test_training_slow.py::test_a_killed_driver_started_again_continues_its_run": "training-driver",
 }
 # Groups that take minutes (measured on 2 cores), longest first: the workers take groups in
 # collection order, so the long ones start early and the short ones fill the gaps at the end.
-LONG_GROUPS = ["multinode", "tests/test_training_slow.py", "smollm2-train-eval", "tests/test_serving_cli.py",
-               "tests/test_generation_slow.py", "training-driver", "tests/test_generation_job.py",
-               "tests/test_serving.py", "tiny-engine"]
+LONG_GROUPS = ["multinode", "tests/test_smollm2.py", "tests/test_training_slow.py", "tests/test_generation_slow.py",
+               "training-driver", "tests/test_generation_job.py", "tests/test_serving.py",
+               "tests/test_serving_cli.py", "tiny-engine"]
 
 
 def test_group(nodeid: str) -> str:
@@ -99,6 +98,18 @@ def pytest_xdist_make_scheduler(config, log):
     class GroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return test_group(nodeid)
+
+        def _reschedule(self, node) -> None:
+            # A worker runs a test once it knows the next one, so it needs a new group when only
+            # the test it holds back is left (pending 1). xdist's own rule (pending 2) claims the
+            # group one test earlier: behind a long test the group waits while the other worker
+            # may have nothing left to do.
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+            elif self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
 
     config.option.loadscopereorder = False  # the collection order below: longest groups first
     return GroupScheduling(config, log)

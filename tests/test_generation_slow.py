@@ -1,7 +1,7 @@
 """Generation stage end to end on real vLLM engines: a vLLM engine core killed mid-run, whose
-actor ends and is replaced by Ray, the run finishing with every dialogue written once; and the
-tiny MADS recipe on the embedded SmolLM2. (The chain's `ray job submit` test, in test_chain.py,
-runs generation on a `ray start --head` cluster.)"""
+actor ends and is replaced by Ray, the run finishing with every dialogue written once. (The tiny
+MADS recipe on the embedded SmolLM2 is in test_smollm2.py; the chain's `ray job submit` test, in
+test_chain.py, runs generation on the multi-node cluster.)"""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ec2er.cli import main
-from ec2er.generation.outputs import done_ids, export, iter_items, iter_result_batches
-from ec2er.io import read_jsonl
-from ec2er.schemas.checks import check_files
+from ec2er.generation.outputs import done_ids, iter_items, iter_result_batches
 
 pytestmark = pytest.mark.slow
 
@@ -62,28 +59,3 @@ def test_a_dead_engine_ends_its_actor_and_the_run_still_finishes(tmp_path, ray_l
     written = [i for _, b in iter_result_batches(str(out), ["dialogue_id"]) for i in b.column(0).to_pylist()]
     assert sorted(written) == [f"mads-s7-{i:07d}" for i in range(4)]
     assert len(_qids(out)) == len(set(_qids(out))) > 0
-
-
-def test_mads_tiny_recipe_on_smollm2_writes_valid_items(tmp_path, ray_local, capsys):
-    """One dialogue of the shipped recipe on the embedded model: every agent's reply, the
-    supervisor's JSON verdict (asked at turn 4) and the extracted items are what the schemas allow."""
-    from ec2er.schemas.dialogue import SupervisorVerdict
-
-    out = tmp_path / "mads"
-    # the command as a user types it, in this process (on the suite's Ray, which it joins)
-    assert main(["generate", "--config", str(REPO / "pipelines/mads-tiny.yaml"), "--output", str(out),
-                 "--num-dialogues", "1", "--no-progress",
-                 "--set", "items={eu_min: 1, eu_max: 1, ea_min: 1, ea_max: 1}"]) == 0
-    assert "1 dialogues ok" in capsys.readouterr().out
-    export(str(out), str(out))
-    report = check_files([out / "eu.jsonl", out / "ea.jsonl"])
-    assert report.ok, report.errors
-    # a 135M model often repeats an option (such rows are recorded as failed, never written)
-    meta = read_jsonl(out / "metadata.jsonl")
-    (dialogue,) = meta
-    assert dialogue["verdicts"] and dialogue["supervisor_errors"] == [], dialogue
-    for verdict in dialogue["verdicts"]:  # the supervisor's structured output
-        SupervisorVerdict.model_validate(verdict)
-    written = sum(m["eu"] + m["ea"] for m in meta)
-    assert written == sum(report.counts.values())
-    assert written + sum(len(m["item_failures"]) for m in meta) == 2

@@ -1,7 +1,6 @@
 """The training stage on Ray Train for real: 2 gloo CPU workers, a worker killed mid-run, DeepSpeed
-ZeRO-2, the registry's versions, a driver killed mid-run and started again, and SmolLM2 trained
-until, evaluated by the eval-tiny recipe through vLLM, it answers training items in the trained
-JSON format and stops there, where the base model does not.
+ZeRO-2, the registry's versions, a driver killed mid-run and started again. (SmolLM2 trained until
+it answers in the trained JSON format is in test_smollm2.py.)
 
 DeepSpeed's first run on a machine compiles its shared-memory op (about 40 s, cached after in
 ~/.cache/torch_extensions)."""
@@ -182,69 +181,3 @@ def test_a_killed_driver_started_again_continues_its_run(tmp_path):
     assert 4 <= resumed < 16 and record["steps"] == 16
     assert f"resumed from the checkpoint of step {resumed}" in again.stdout
     assert record["loss"]["train_curve"][0][0] == 1  # the curve starts at the first run's first step
-
-
-def test_smollm2_trained_then_evaluated_by_the_eval_tiny_recipe(ray_local, smollm2_model, tmp_path, monkeypatch):
-    """SmolLM2 trained by train-tiny (10 steps), then pipelines/eval-tiny.yaml on the base model and
-    the new adapter by its registry name (vLLM with LoRA requests), on one EU and one EA training
-    item. The cot protocol renders them in the paper's template, exactly as they were trained: the
-    adapter's free-decoded replies are the trained JSON answer and end there (the end-of-turn token
-    was learned), and the base model's are not."""
-    import yaml
-
-    from ec2er.evaluation import runner
-    from ec2er.evaluation.records import Prediction
-    from ec2er.schemas.training import ReasonedAnswer
-
-    registry = tmp_path / "registry"
-    config = _config(REPO / "pipelines" / "train-tiny.yaml", registry,
-                     **{"optim.max_steps": 10, "optim.learning_rate": 2e-3, "ray.checkpoint_every_steps": 10})
-    summary = STAGE(config, StageInputs(data=CURATED), tmp_path / "train")
-    record = _record(tmp_path / "train")
-    assert record["loss"]["final"] < record["loss"]["first"]
-    (name,) = summary.handoff.adapters
-
-    recipe = yaml.safe_load((REPO / "pipelines" / "eval-tiny.yaml").read_text())
-    recipe["data"] |= {"benchmark": str(CURATED / "train.jsonl"), "limit": 1}
-    recipe["models"][0]["adapters"] = [name]
-    # cot only: schema-constrained answers are checked on the tiny model (test_evaluation.py)
-    recipe |= {"registry": str(registry), "protocols": ["cot"], "bootstrap_samples": 100}
-    path = tmp_path / "eval-tiny.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    out = tmp_path / "eval"
-    assert main(["evaluate", "--config", str(path), "--output", str(out)]) == 0
-
-    preds = [Prediction.model_validate_json(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
-    tuned = f"smollm2+{name}"
-    assert {(p.model, p.protocol, p.task.value) for p in preds} == {
-        (m, "cot", t) for m in ("smollm2", tuned) for t in ("EU", "EA")}
-
-    def trained_answer(text: str) -> bool | None:
-        """Whether the reply is the trained JSON answer and ends there; None: it does not open with it."""
-        try:
-            obj, end = json.JSONDecoder().raw_decode(text.lstrip())
-            ReasonedAnswer.model_validate(obj)
-        except ValueError:  # pydantic's ValidationError is one
-            return None
-        return end == len(text.strip())
-
-    def replies(model: str) -> list[str]:  # EU asks twice (emotion, then cause): each reply alone
-        return [text for p in preds if p.model == model and p.protocol == "cot"
-                for text in (p.parts or {"answer": p.response}).values()]
-
-    assert all(trained_answer(text) is True for text in replies(tuned)), replies(tuned)
-    assert not all(trained_answer(text) is True for text in replies("smollm2")), "the base model already does"
-    res = json.loads((out / "results.json").read_text())
-    assert res[tuned]["cot"]["en"]["parse_failure_rate"] == 0.0 < res["smollm2"]["cot"]["en"]["parse_failure_rate"]
-    table = (out / "table.md").read_text()
-    assert tuned in table and "Δ vs base" in table
-    assert (out / "chart.png").stat().st_size > 1000 and (out / "table.csv").is_file()
-    # the run's own numbers survive an audit from its predictions and the benchmark
-    assert main(["evaluate", "rescore", "--predictions", str(out / "predictions.jsonl"),
-                 "--benchmark", str(CURATED / "train.jsonl"), "--output", str(tmp_path / "audit")]) == 0
-    assert json.loads((tmp_path / "audit" / "results.json").read_text()) == res
-    # a re-run into the same folder resumes: every part is there, no engine starts
-    before = (out / "predictions.jsonl").read_text()
-    monkeypatch.setattr(runner, "_predict_on_ray", lambda *a: pytest.fail("the resumed run predicted again"))
-    assert main(["evaluate", "--config", str(path), "--output", str(out)]) == 0
-    assert (out / "predictions.jsonl").read_text() == before
