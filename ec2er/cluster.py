@@ -176,32 +176,41 @@ class LocalCluster:
 
     # ------------------------------------------------------------- nodes
 
-    def add_node(self, timeout_s: float = 120) -> str:
+    def add_node(self, timeout_s: float = 120, tries: int = 3) -> str:
         """Start one worker node (``ray start --block``, in a session of its own so that it outlives
-        this process); returns its node id once the cluster counts it alive."""
-        import psutil
-
+        this process); returns its node id once the cluster counts it alive. A node whose processes
+        end before it joins (an agent port, free when chosen, taken by another program before its
+        agent bound it) is started again, up to ``tries`` times."""
         logs = self.state.root / "logs"
-        n = len(list(logs.glob("node-*.log")))
+        for _ in range(tries):
+            n = len(list(logs.glob("node-*.log")))
+            node_id = self._start_node(logs / f"node-{n}.log", node_dir(self.state.root, n), timeout_s)
+            if node_id:
+                return node_id
+        raise Ec2erError(f"a worker node did not join in {tries} tries (see {logs / f'node-{n}.log'})")
+
+    def _start_node(self, log_path: Path, temp_dir: Path, timeout_s: float) -> str | None:
+        """One ``ray start --block`` of a worker node: its node id once it is alive, or None when
+        its processes ended first (a timeout is an error: the node did not fail, it hangs)."""
         cmd = [_ray_bin(), "start", f"--address={self.state.gcs_address}", f"--num-cpus={self.state.worker_cpus}",
-               f"--resources={json.dumps(self.state.worker_resources)}", f"--temp-dir={node_dir(self.state.root, n)}",
+               f"--resources={json.dumps(self.state.worker_resources)}", f"--temp-dir={temp_dir}",
                f"--object-store-memory={self.state.object_store_mb * 2**20}", "--disable-usage-stats", "--block",
                *self._agent_ports()]
-        with (logs / f"node-{n}.log").open("w") as log:
+        with log_path.open("w") as log:
             proc = subprocess.Popen(cmd, env=self._node_env(), stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         deadline = time.monotonic() + timeout_s
-        node_id = None
         while time.monotonic() < deadline and proc.poll() is None:
-            raylets = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() == "raylet"]
-            node_id = next((a.split("=", 1)[1] for r in raylets for a in r.cmdline() if a.startswith("--node_id=")), None)
+            node_id = _raylet_node_id(proc.pid)
             if node_id and node_id in {node["node_id"] for node in self.nodes()}:
                 self.state.manual_nodes[node_id] = proc.pid
                 self.save()
                 return node_id
             time.sleep(0.5)
+        if proc.poll() is not None:
+            return None
         proc.kill()
-        raise Ec2erError(f"a worker node did not join within {timeout_s:.0f} s (see {logs / f'node-{n}.log'})")
+        raise Ec2erError(f"a worker node did not join within {timeout_s:.0f} s (see {log_path})")
 
     def kill_node(self, node_id: str) -> int:
         """A spot loss: SIGKILL the node's raylet and every process under it (its workers, their
@@ -296,6 +305,24 @@ class LocalCluster:
             "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
             "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
         }
+
+
+def _raylet_node_id(pid: int) -> str | None:
+    """The node id of the raylet under process ``pid`` (a ``ray start``), once it runs; a raylet
+    that died (a zombie until ``ray start`` reaps it) or is gone has none."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return None
+    for child in children:
+        try:
+            if child.name() == "raylet":
+                return next((a.split("=", 1)[1] for a in child.cmdline() if a.startswith("--node_id=")), None)
+        except psutil.Error:  # ZombieProcess, NoSuchProcess
+            continue
+    return None
 
 
 def node_dir(root: Path, name: str | int) -> Path:
