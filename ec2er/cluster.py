@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pydantic import Field
 
 from ec2er.config import StrictModel
 from ec2er.errors import Ec2erError
+from ec2er.io import free_port
 
 WORKER_RESOURCE = "ec2er_worker"  # what worker nodes carry and the head lacks
 STATE_FILE = "cluster.json"
@@ -58,12 +58,6 @@ class ClusterState(StrictModel):
     autoscale: int = Field(description="the autoscaler's worker nodes at most; 0: no autoscaler")
     auth: bool
     manual_nodes: dict[str, int] = Field(default_factory=dict, description="node id -> pid of its `ray start --block`")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray_bin() -> str:

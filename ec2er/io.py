@@ -25,6 +25,13 @@ from pydantic import BaseModel, ValidationError
 from ec2er.errors import DataError, Ec2erError
 from ec2er.schemas.facts import OUTPUT_LOCK
 
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it); whoever binds it later may find it taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
 M = TypeVar("M", bound=BaseModel)
 
 

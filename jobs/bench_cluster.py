@@ -88,7 +88,7 @@ def generation(cluster, root: Path, n: int) -> dict:
 
 
 def serving(cluster, root: Path) -> dict:
-    from ec2er.serving.server import free_port
+    from ec2er.io import free_port
 
     port, log = free_port("127.0.0.1"), root / "serve.log"
     url = f"http://127.0.0.1:{port}/v1"

@@ -47,8 +47,8 @@ def evaluation_client(url: str, results: list, stopping: threading.Event) -> Non
 
 def test_two_replicas_keep_answering_while_a_node_is_lost(multinode, tiny_model, tmp_path):
     from ec2er.adapters import AdapterRegistry
+    from ec2er.io import free_port
     from ec2er.models.random_lora import init_lora_adapter
-    from ec2er.serving.server import free_port
 
     registry = AdapterRegistry(tmp_path / "adapters")
     adapters = [registry.publish("rand", init_lora_adapter(tiny_model, tmp_path / f"a{seed}", rank=8, random_b=True,

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from ec2er.config import load_config
 from ec2er.errors import ConfigError, Ec2erError
+from ec2er.io import free_port
 from ec2er.serving.config import ServeConfig
 from ec2er.serving.gate import BatchGate
 
@@ -459,14 +460,6 @@ def client(server):
     import openai
 
     return openai.OpenAI(base_url=server, api_key=API_KEY, max_retries=0, timeout=60)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _chat(client, model: str, max_tokens: int = 12, **kwargs) -> str:

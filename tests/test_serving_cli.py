@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from ec2er.io import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 EC2ER = [sys.executable, "-m", "ec2er.cli"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _read_line(proc: subprocess.Popen, timeout: float) -> str:
@@ -63,7 +57,7 @@ def test_what_serve_checks_before_starting_is_one_line_and_exit_2(tiny_model, tm
     recipe = _tiny_recipe(tmp_path, tiny_model, tmp_path / "typo", extra.format(tmp=tmp_path))
     if "typo" not in error:
         (tmp_path / "typo").mkdir()
-    run = subprocess.run([*EC2ER, "serve", "--config", str(recipe), "--port", str(_free_port())],
+    run = subprocess.run([*EC2ER, "serve", "--config", str(recipe), "--port", str(free_port())],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines() == [f"ec2er: error: {error.format(tmp=tmp_path)}"]
@@ -77,7 +71,7 @@ def test_a_server_not_ready_in_time_says_why_and_exits_2(tiny_model, tmp_path):
     (tmp_path / "registry").mkdir()
     recipe = _tiny_recipe(tmp_path, tiny_model, tmp_path / "registry",
                           "ready_timeout_s: 5\nscaling: {resources_per_replica: {cpus: 64}}\n")
-    run = subprocess.run([*EC2ER, "serve", "--config", str(recipe), "--port", str(_free_port())],
+    run = subprocess.run([*EC2ER, "serve", "--config", str(recipe), "--port", str(free_port())],
                          capture_output=True, text=True, cwd=REPO, timeout=240)
     assert run.returncode == 2, run.stderr
     last = run.stderr.strip().splitlines()[-1]

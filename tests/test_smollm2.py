@@ -29,10 +29,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_serving_cli import EC2ER, _free_port, _read_line
+from test_serving_cli import EC2ER, _read_line
 from test_training_slow import CURATED, _config, _record
 
 from ec2er.cli import main
+from ec2er.io import free_port
 from ec2er.stage import StageInputs
 from ec2er.training.stage import STAGE
 
@@ -66,7 +67,7 @@ def server(trained, tmp_path_factory):
     its own process group; yields (process, base url, key file, log folder, first console line)."""
     registry, _ = trained
     root = tmp_path_factory.mktemp("serve")
-    port, key, logs = _free_port(), root / "key", root / "logs"
+    port, key, logs = free_port(), root / "key", root / "logs"
     key.write_text(f"{KEY}\n")
     proc = subprocess.Popen(
         [*EC2ER, "serve", "--config", "serve/demo.yaml", "--port", str(port), "--log-dir", str(logs),

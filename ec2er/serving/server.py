@@ -18,6 +18,7 @@ from typing import Any
 
 from ec2er import console
 from ec2er.errors import ConfigError, Ec2erError
+from ec2er.io import free_port
 from ec2er.serving.config import ServeConfig
 
 
@@ -29,12 +30,6 @@ def check_port_free(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as e:
             raise ConfigError(f"cannot serve on {host}:{port} ({e.strerror}); choose another --port") from None
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
