@@ -120,11 +120,16 @@ class FakeOpenAIServer(LoopbackServer):
                  host: str = "127.0.0.1"):
         self.model, self.all_met_at, self.delay_s = model, all_met_at, delay_s
         self.requests = 0
-        self.text_requests = 0
-        # every n-th plain-text chat request (a background or a turn, whose failure fails its
-        # dialogue, unlike a supervisor's) answers HTTP 503: which requests fail does not depend
-        # on the order concurrent dialogues happen to send them in
-        self.fail_every: int | None = None
+        # Faults touch plain-text chat requests only (a background or a turn, whose failure fails
+        # its dialogue, unlike a supervisor's), chosen by content, never by arrival order, so which
+        # requests fail does not depend on how concurrent dialogues interleave:
+        # ``fail_all``: every one answers HTTP 503;
+        # ``fail_first_of``: n: a request whose content hash is a multiple of n answers 503 the
+        # first time it is sent and 200 when a retried dialogue sends it again, so a dialogue needs
+        # one try more than it has such requests, the same number in every run.
+        self.fail_all = False
+        self.fail_first_of: int | None = None
+        self.failed_once: set[str] = set()
         self.lock = threading.Lock()
         self.no_choices = False  # every chat request answers 200 without choices (a reply no code expects)
         fake = self
@@ -143,9 +148,7 @@ class FakeOpenAIServer(LoopbackServer):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake.lock:
                     fake.requests += 1
-                    fake.text_requests += not body.get("response_format")
-                    failing = fake.fail_every and not body.get("response_format") and \
-                        fake.text_requests % fake.fail_every == 0
+                    failing = not body.get("response_format") and (fake.fail_all or fake.fails_first_time(body))
                 time.sleep(fake.delay_s)
                 if failing:
                     send_json(self, 503, {"error": {"message": "overloaded"}})
@@ -164,3 +167,13 @@ class FakeOpenAIServer(LoopbackServer):
                                       "total_tokens": 7 + len(text) // 4}})
 
         super().__init__(Handler, host)
+
+    def fails_first_time(self, body: dict) -> bool:
+        """Whether this request is one that ``fail_first_of`` fails, and is sent for the first time."""
+        if not self.fail_first_of:
+            return False
+        key = hashlib.sha256((json.dumps(body["messages"]) + str(body.get("seed"))).encode()).hexdigest()
+        if int(key[:8], 16) % self.fail_first_of or key in self.failed_once:
+            return False
+        self.failed_once.add(key)
+        return True

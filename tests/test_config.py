@@ -115,3 +115,21 @@ def test_cpu_engines_reserve_no_core_on_small_machines(monkeypatch, cores, confi
         monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", preset)
     _reserve_cpu_cores(configured)
     assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == expected
+
+
+@pytest.mark.parametrize(("cores", "configured", "preset", "expected"), [
+    (2, None, None, "0"),      # small machine: vLLM's worker in its engine's process
+    (16, None, None, None),    # big machine: vLLM's own multiprocess executor
+    (16, True, None, "0"),     # explicit setting
+    (2, False, None, None),
+    (2, None, "1", "1"),       # the environment wins
+])
+def test_cpu_engines_run_in_one_process_on_small_machines(monkeypatch, cores, configured, preset, expected):
+    from ec2er.llm.vllm_engine import _single_process
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    if preset is not None:
+        monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", preset)
+    _single_process(configured)
+    assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == expected

@@ -153,7 +153,7 @@ def test_network_failures_are_tried_again_and_the_run_finishes(reference, tmp_pa
 
     with FakeOpenAIServer(model="fake-model") as flaky:
         config = GenerateConfig.model_validate(yaml.safe_load(recipe(tmp_path, flaky).read_text()))
-        flaky.fail_every = 20  # every 20th background or turn request gets a 503
+        flaky.fail_first_of = 10  # about one background or turn request in 10 gets a 503 once
         out = tmp_path / "flaky"
         stats = run_generation(config, out)
     assert stats["dialogues"] == {"committed": 12, "ok": 12, "failed": 0, "planned": 12}
@@ -175,7 +175,7 @@ def test_a_dialogue_that_cannot_finish_ends_the_run_with_its_cause(fault, tmp_pa
     naming the dialogue and the cause, instead of passing it off as bad luck."""
     with FakeOpenAIServer(model="fake-model") as broken:
         if fault == "always_503":
-            broken.fail_every = 1
+            broken.fail_all = True
         else:
             broken.no_choices = True
         path = recipe(tmp_path, broken, n=4, dialogue_tries=2)

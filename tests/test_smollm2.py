@@ -177,7 +177,7 @@ def test_the_mads_tiny_recipe_writes_valid_verdicts_and_items_through_the_endpoi
     # supervisor and the extractor keep the room their JSON needs
     assert main(["generate", "--config", str(path), "--output", str(out), "--num-dialogues", "1", "--no-progress",
                  "--set", "items={eu_min: 1, eu_max: 1, ea_min: 1, ea_max: 1}",
-                 "--set", "sampling.background.max_tokens=120", "--set", "sampling.turn.max_tokens=48"]) == 0
+                 "--set", "sampling.background.max_tokens=80", "--set", "sampling.turn.max_tokens=32"]) == 0
     assert "1 dialogues ok" in capsys.readouterr().out
     export(str(out), str(out))
     report = check_files([out / "eu.jsonl", out / "ea.jsonl"])

@@ -37,6 +37,19 @@ def _reserve_cpu_cores(reserved: int | None) -> None:
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(reserved))
 
 
+def _single_process(single: bool | None) -> None:
+    """vLLM-CPU starts its model worker as a process of its own (the multiprocess executor, to
+    pin OpenMP threads per worker), and ``vllm.LLM`` its engine core as another. Each process
+    imports vLLM and torch again: on a small machine that is most of an engine's start (the tiny
+    model: 30 instead of 48 CPU-seconds, the same decoding speed, measured on 2 cores). vLLM's
+    own switch (VLLM_ENABLE_V1_MULTIPROCESSING=0) keeps the worker in the engine's process; an
+    explicit environment variable wins."""
+    if single is None:
+        single = (os.cpu_count() or 1) <= 4
+    if single:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
 def engine_kwargs(config: VLLMEngineConfig) -> dict[str, Any]:
     """The engine arguments ec2er runs vLLM with, for ``vllm.LLM`` and ``AsyncEngineArgs`` alike
     (and the environment vLLM-CPU reads at start-up)."""
@@ -49,6 +62,7 @@ def engine_kwargs(config: VLLMEngineConfig) -> dict[str, Any]:
     cpu = is_cpu_build()
     if cpu:
         _reserve_cpu_cores(config.cpu_reserved_cores)
+        _single_process(config.cpu_single_process)
     dtype = "float32" if cpu and config.dtype == "auto" else config.dtype
     kwargs: dict[str, Any] = dict(
         model=model_path, dtype=dtype, max_model_len=config.max_model_len,
