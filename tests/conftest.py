@@ -13,6 +13,11 @@ EMOBENCH = Path(os.environ.get("EC2ER_EMOBENCH_DIR", REPO.parent / "shared" / "e
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # the suite's many Rays report nothing anywhere
+# Every vLLM-CPU engine the suite starts (in this process, its subprocesses and their Ray workers,
+# which inherit the environment) runs its model worker inside its engine process: about 18 s of a
+# core less per engine start, for batched decoding ~18% slower, a good trade for the suite's dozen
+# short-lived engines (~220 s of its time on 2 cores), not for long runs (VLLMEngineConfig.cpu_single_process).
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
 @pytest.fixture(scope="session")

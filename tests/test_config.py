@@ -100,36 +100,23 @@ def test_overrides_index_into_lists(tmp_path):
         load_config(p, Models, {"models.5.name": "c"})
 
 
-@pytest.mark.parametrize(("cores", "configured", "preset", "expected"), [
-    (2, None, None, "0"),      # small machine: every core computes
-    (16, None, None, None),    # big machine: vLLM's own reservation
-    (16, 2, None, "2"),        # explicit setting
-    (2, None, "1", "1"),       # the environment wins
+@pytest.mark.parametrize(("switch", "variable", "cores", "configured", "preset", "expected"), [
+    ("_reserve_cpu_cores", "VLLM_CPU_NUM_OF_RESERVED_CPU", 2, None, None, "0"),  # small machine: every core computes
+    ("_reserve_cpu_cores", "VLLM_CPU_NUM_OF_RESERVED_CPU", 16, None, None, None),  # big one: vLLM's own reservation
+    ("_reserve_cpu_cores", "VLLM_CPU_NUM_OF_RESERVED_CPU", 16, 2, None, "2"),  # explicit setting
+    ("_reserve_cpu_cores", "VLLM_CPU_NUM_OF_RESERVED_CPU", 2, None, "1", "1"),  # the environment wins
+    # vLLM's worker in its engine's process only when asked (it decodes batches more slowly)
+    ("_single_process", "VLLM_ENABLE_V1_MULTIPROCESSING", 2, False, None, None),
+    ("_single_process", "VLLM_ENABLE_V1_MULTIPROCESSING", 2, True, None, "0"),
+    ("_single_process", "VLLM_ENABLE_V1_MULTIPROCESSING", 2, True, "1", "1"),
 ])
-def test_cpu_engines_reserve_no_core_on_small_machines(monkeypatch, cores, configured, preset, expected):
-    from ec2er.llm.vllm_engine import _reserve_cpu_cores
+def test_cpu_engine_switches_and_the_environment_that_wins(
+        monkeypatch, switch, variable, cores, configured, preset, expected):
+    from ec2er.llm import vllm_engine
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
-    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    monkeypatch.delenv(variable, raising=False)
     if preset is not None:
-        monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", preset)
-    _reserve_cpu_cores(configured)
-    assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == expected
-
-
-@pytest.mark.parametrize(("cores", "configured", "preset", "expected"), [
-    (2, None, None, "0"),      # small machine: vLLM's worker in its engine's process
-    (16, None, None, None),    # big machine: vLLM's own multiprocess executor
-    (16, True, None, "0"),     # explicit setting
-    (2, False, None, None),
-    (2, None, "1", "1"),       # the environment wins
-])
-def test_cpu_engines_run_in_one_process_on_small_machines(monkeypatch, cores, configured, preset, expected):
-    from ec2er.llm.vllm_engine import _single_process
-
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
-    if preset is not None:
-        monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", preset)
-    _single_process(configured)
-    assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == expected
+        monkeypatch.setenv(variable, preset)
+    getattr(vllm_engine, switch)(configured)
+    assert os.environ.get(variable) == expected

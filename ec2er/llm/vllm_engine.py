@@ -37,15 +37,12 @@ def _reserve_cpu_cores(reserved: int | None) -> None:
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(reserved))
 
 
-def _single_process(single: bool | None) -> None:
-    """vLLM-CPU starts its model worker as a process of its own (the multiprocess executor, to
-    pin OpenMP threads per worker), and ``vllm.LLM`` its engine core as another. Each process
-    imports vLLM and torch again: on a small machine that is most of an engine's start (the tiny
-    model: 30 instead of 48 CPU-seconds, the same decoding speed, measured on 2 cores). vLLM's
-    own switch (VLLM_ENABLE_V1_MULTIPROCESSING=0) keeps the worker in the engine's process; an
-    explicit environment variable wins."""
-    if single is None:
-        single = (os.cpu_count() or 1) <= 4
+def _single_process(single: bool) -> None:
+    """vLLM-CPU starts its model worker as a process of its own (its multiprocess executor, which
+    pins OpenMP threads per worker), and ``vllm.LLM`` its engine core as another; each imports vLLM
+    and torch again. vLLM's own switch keeps the worker in the engine's process (see
+    ``VLLMEngineConfig.cpu_single_process`` for what it costs and saves); an explicit environment
+    variable wins."""
     if single:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
