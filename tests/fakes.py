@@ -25,9 +25,14 @@ TURN_LINE = re.compile(r"^\[(\d+)\] ", re.MULTILINE)
 MODELS = {m.__name__: m for m in (SupervisorCheck, EUDraft, EADraft)}
 
 
+def request_hash(messages: list[dict[str, str]], seed: int | None) -> str:
+    """A chat request's identity: what the fake's replies and its faults are chosen by."""
+    return hashlib.sha256((json.dumps(messages) + str(seed)).encode()).hexdigest()
+
+
 def fake_reply(messages: list[dict[str, str]], seed: int | None, model_name: str | None,
                all_met_at: int | None = 6, duplicate: bool = False) -> str:
-    h = hashlib.sha256((json.dumps(messages) + str(seed)).encode()).hexdigest()
+    h = request_hash(messages, seed)
     k = int(h[:6], 16)
     if model_name is None:
         return f"Words {h[:10]} about the situation."
@@ -172,7 +177,7 @@ class FakeOpenAIServer(LoopbackServer):
         """Whether this request is one that ``fail_first_of`` fails, and is sent for the first time."""
         if not self.fail_first_of:
             return False
-        key = hashlib.sha256((json.dumps(body["messages"]) + str(body.get("seed"))).encode()).hexdigest()
+        key = request_hash(body["messages"], body.get("seed"))
         if int(key[:8], 16) % self.fail_first_of or key in self.failed_once:
             return False
         self.failed_once.add(key)
