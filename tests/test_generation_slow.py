@@ -23,6 +23,47 @@ TINY = ["--set", "engine.model=tiny-random-llama", "--set", "engine.max_model_le
         "--set", "ray.batch_size=1", "--set", "ray.max_concurrent_batches=2", "--num-dialogues", "4"]
 
 
+def _run_into(run, config, out: Path, done: list[object], failed: list[BaseException]) -> None:
+    try:
+        done.append(run(config, out))
+    except BaseException as error:  # noqa: BLE001 - the test names it
+        failed.append(error)
+
+
+def _generation_actors() -> list:
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"]) if "GenerationActor" in " ".join(p.info["cmdline"] or [])]
+
+
+def _engine_cores() -> list:
+    """vLLM engine core processes under the generation actors (gone ones are skipped)."""
+    import psutil
+
+    cores = []
+    for actor in _generation_actors():
+        try:
+            children = actor.children(recursive=True)
+            cores += [c for c in children if "EngineCore" in c.name() + " ".join(c.cmdline())]
+        except psutil.Error:  # gone, or a zombie, while we looked
+            continue
+    return cores
+
+
+def _titles() -> list[str]:
+    """What the test saw, for a failure's message: each actor's title and its children's."""
+    import psutil
+
+    seen = []
+    for actor in _generation_actors():
+        try:
+            seen.append(" ".join(actor.cmdline())[:80] + " -> " + ", ".join(
+                " ".join(c.cmdline())[:60] for c in actor.children(recursive=True)))
+        except psutil.Error:  # gone, or a zombie, while we looked
+            continue
+    return seen
+
+
 def _qids(out: Path) -> list[str]:
     return sorted(json.loads(line)["qid"] for _, _, line in iter_items(str(out)))
 
@@ -42,19 +83,23 @@ def test_a_dead_engine_ends_its_actor_and_the_run_still_finishes(tmp_path, ray_l
     config = load_config(REPO / "pipelines/mads-tiny.yaml", GenerateConfig, overrides | {"num_dialogues": 4})
     out = tmp_path / "mads"
     done: list[object] = []
-    runner = threading.Thread(target=lambda: done.append(run_generation(config, out)), daemon=True)
+    failed: list[BaseException] = []
+    runner = threading.Thread(target=_run_into, args=(run_generation, config, out, done, failed), daemon=True)
     runner.start()
+    # the kill must come mid-run: once a dialogue is written and while the engine core is up (an
+    # engine core is named by vLLM only after it has imported vLLM, seconds after it started)
+    cores: list[object] = []
     deadline = time.time() + 300
-    while time.time() < deadline and runner.is_alive() and not done_ids(str(out)):
+    while time.time() < deadline and runner.is_alive() and not (cores and done_ids(str(out))):
         time.sleep(0.2)
-    import psutil
-
-    actors = [p for p in psutil.process_iter(["cmdline"]) if "GenerationActor" in " ".join(p.info["cmdline"] or [])]
-    cores = [c for a in actors for c in a.children(recursive=True) if "EngineCore" in c.name() + " ".join(c.cmdline())]
-    assert cores and runner.is_alive() and len(done_ids(str(out))) < 4
+        cores = _engine_cores()
+    assert not failed, f"the run failed before its engine was killed: {failed[0]!r}"
+    assert cores and runner.is_alive(), f"no engine core to kill: {_titles()}"
+    assert len(done_ids(str(out))) < 4
     for core in cores:
         core.kill()
     runner.join(timeout=400)
+    assert not failed, f"the run failed after its engine was killed: {failed[0]!r}"
     assert done, "the run did not finish after its engine died"
     written = [i for _, b in iter_result_batches(str(out), ["dialogue_id"]) for i in b.column(0).to_pylist()]
     assert sorted(written) == [f"mads-s7-{i:07d}" for i in range(4)]

@@ -81,10 +81,12 @@ def test_api_key_from_the_environment_or_a_file(monkeypatch, tmp_path):
 
 def test_scaling_becomes_serve_deployment_options():
     fixed = ServeConfig(scaling={"num_replicas": 3, "max_ongoing_requests": 8, "max_queued_requests": 16,
-                                 "retry_after_s": 2, "resources_per_replica": {"cpus": 2}})
+                                 "retry_after_s": 2, "resources_per_replica": {"cpus": 2},
+                                 "graceful_shutdown_timeout_s": 45})
     assert fixed.scaling.deployment_options(gpus=1) == {
         "max_ongoing_requests": 8, "num_replicas": 3, "ray_actor_options": {"num_cpus": 2.0, "num_gpus": 1},
-        "max_queued_requests": 16, "backpressure_config": {"status_code": 503, "retry_after_s": 2.0}}
+        "max_queued_requests": 16, "backpressure_config": {"status_code": 503, "retry_after_s": 2.0},
+        "graceful_shutdown_timeout_s": 45.0}
     assert ServeConfig(scaling={"max_queued_requests": None}).scaling.deployment_options(gpus=0)[
         "max_queued_requests"] == -1  # Serve's "no limit"
     auto = ServeConfig(scaling={"autoscaling_config": {"min_replicas": 0, "max_replicas": 4,

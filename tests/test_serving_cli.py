@@ -67,10 +67,11 @@ def test_what_serve_checks_before_starting_is_one_line_and_exit_2(tiny_model, tm
 @pytest.mark.slow
 def test_a_server_not_ready_in_time_says_why_and_exits_2(tiny_model, tmp_path):
     """A replica that asks more CPUs than the machine has is never scheduled: after the recipe's
-    ready_timeout_s, one line says so and what it asked for, and the command ends non-zero."""
+    ready_timeout_s, one line says so and what it asked for, and the command ends non-zero.
+    (Serve gives a replica that never started its whole graceful shutdown time too: 1 s here.)"""
     (tmp_path / "registry").mkdir()
-    recipe = _tiny_recipe(tmp_path, tiny_model, tmp_path / "registry",
-                          "ready_timeout_s: 5\nscaling: {resources_per_replica: {cpus: 64}}\n")
+    recipe = _tiny_recipe(tmp_path, tiny_model, tmp_path / "registry", "ready_timeout_s: 5\nscaling: "
+                          "{resources_per_replica: {cpus: 64}, graceful_shutdown_timeout_s: 1}\n")
     run = subprocess.run([*EC2ER, "serve", "--config", str(recipe), "--port", str(free_port())],
                          capture_output=True, text=True, cwd=REPO, timeout=240)
     assert run.returncode == 2, run.stderr

@@ -95,6 +95,11 @@ class ScalingConfig(StrictModel):
         256, ge=1, description="requests Serve's proxy holds waiting for a replica; beyond it a request is "
                                "answered 503 with Retry-After at once. None: no limit (Serve's default)")
     retry_after_s: float = Field(5.0, ge=0, description="the Retry-After (seconds) of a 503 for a full queue")
+    graceful_shutdown_timeout_s: float = Field(
+        20.0, ge=0, description="how long a stopping replica may take to finish its requests and shut its "
+                                "engine down before Ray kills it (Serve's default; keep it under a pod's "
+                                "terminationGracePeriodSeconds). Serve waits this long for a replica that was "
+                                "never scheduled, too")
     resources_per_replica: ReplicaResources = ReplicaResources()
 
     @model_validator(mode="after")
@@ -111,6 +116,7 @@ class ScalingConfig(StrictModel):
             # Serve answers a full queue itself (503 and Retry-After, from its proxy)
             "max_queued_requests": -1 if self.max_queued_requests is None else self.max_queued_requests,
             "backpressure_config": {"status_code": 503, "retry_after_s": self.retry_after_s},
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
             "ray_actor_options": {"num_cpus": self.resources_per_replica.cpus, "num_gpus": gpus,
                                   **({"resources": dict(resources)} if resources else {})},
         }
