@@ -7,8 +7,9 @@ WHEELS := $(wildcard /opt/wheels)
 # uv installs what pip would, from the same sources (pip's find-links, extra indexes and
 # constraints, from its environment and its config files, passed on here) and with pip's choice
 # among indexes (unsafe-best-match), but unpacks and byte-compiles in parallel: its install
-# takes about 40 s here, pip's about 100. Byte-compiling at install matters where PYTHONDONTWRITEBYTECODE is set
-# (as on our machines): otherwise every process of the suite compiles vLLM, Ray and torch again.
+# takes about 40 s here, pip's about 100. Byte-compiling at install matters where
+# PYTHONDONTWRITEBYTECODE is set (as on our machines): otherwise every process of the suite
+# compiles vLLM, Ray and torch again.
 pip_config = $(sort $(2) $(shell python3 -m pip config list 2>/dev/null | sed -n "s/^global\.$(1)='\(.*\)'$$/\1/p"))
 UV := $(PY) -m uv pip
 UV_SOURCES := $(addprefix --find-links ,$(call pip_config,find-links,$(PIP_FIND_LINKS) $(WHEELS))) \

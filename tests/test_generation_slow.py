@@ -32,32 +32,30 @@ def _run_into(run, config, out: Path, done: list[object], failed: list[BaseExcep
         failed.append(error)
 
 
-def _generation_actors() -> list:
-    return [p for p in psutil.process_iter(["cmdline"]) if "GenerationActor" in " ".join(p.info["cmdline"] or [])]
-
-
-def _engine_cores() -> list:
-    """vLLM engine core processes under the generation actors (gone ones are skipped)."""
-    cores = []
-    for actor in _generation_actors():
+def _actor_families() -> list[tuple[str, list[tuple[psutil.Process, str]]]]:
+    """Each generation actor's title and its child processes with theirs (ones that end while
+    we look are skipped)."""
+    families = []
+    for actor in psutil.process_iter(["cmdline"]):
+        title = " ".join(actor.info["cmdline"] or [])
+        if "GenerationActor" not in title:
+            continue
         try:
-            children = actor.children(recursive=True)
-            cores += [c for c in children if "EngineCore" in c.name() + " ".join(c.cmdline())]
+            families.append((title, [(c, c.name() + " " + " ".join(c.cmdline()))
+                                     for c in actor.children(recursive=True)]))
         except psutil.Error:  # gone, or a zombie, while we looked
             continue
-    return cores
+    return families
+
+
+def _engine_cores() -> list[psutil.Process]:
+    """vLLM engine core processes under the generation actors."""
+    return [c for _, children in _actor_families() for c, title in children if "EngineCore" in title]
 
 
 def _titles() -> list[str]:
     """What the test saw, for a failure's message: each actor's title and its children's."""
-    seen = []
-    for actor in _generation_actors():
-        try:
-            seen.append(" ".join(actor.cmdline())[:80] + " -> " + ", ".join(
-                " ".join(c.cmdline())[:60] for c in actor.children(recursive=True)))
-        except psutil.Error:  # gone, or a zombie, while we looked
-            continue
-    return seen
+    return [f"{title[:80]} -> " + ", ".join(t[:60] for _, t in children) for title, children in _actor_families()]
 
 
 def _qids(out: Path) -> list[str]:
