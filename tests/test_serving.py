@@ -609,9 +609,11 @@ def test_a_body_over_the_limit_is_413_whether_its_length_is_announced_or_not(ser
 
 @pytest.mark.slow
 def test_a_full_queue_is_503_with_retry_after_and_the_server_goes_on(server, client, first_answers):
-    """Beyond what the replica runs (MAX_ONGOING) and what Serve's proxy holds (MAX_QUEUED; how many
-    of a burst count as queued depends on when the proxy learns the replica is full), requests are
-    turned away at once. Each generates the recipe's most tokens, so the first are still running."""
+    """Beyond what the replica runs (MAX_ONGOING) and what Serve's proxy holds (MAX_QUEUED), requests
+    are turned away at once. Each generates the recipe's most tokens, so none ends during the burst.
+    The proxy turns requests away only once its queue is full, so at least MAX_QUEUED get through;
+    how many more depends on when it learns the replica is full (measured: from 16, none more,
+    to 46 of 64), so that is not checked."""
     import httpx
 
     body = {"model": "tiny", "messages": USER, "max_tokens": LIMITS["max_tokens"], "ignore_eos": True}
@@ -624,7 +626,8 @@ def test_a_full_queue_is_503_with_retry_after_and_the_server_goes_on(server, cli
     replies = asyncio.run(flood())
     turned_away = [r for r in replies if r.status_code == 503]
     assert sorted({r.status_code for r in replies}) == [200, 503]
-    assert len(replies) - len(turned_away) > MAX_QUEUED
+    accepted = len(replies) - len(turned_away)
+    assert accepted >= MAX_QUEUED, accepted
     assert all(r.headers.get("retry-after") == str(RETRY_AFTER) for r in turned_away)
     assert _chat(client, "tiny") == first_answers["tiny"]
 
