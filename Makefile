@@ -19,6 +19,13 @@ UV_FLAGS := --python $(PY) --quiet --native-tls --compile-bytecode --index-strat
 
 .PHONY: venv demo test bench clean-venv
 
+# The viewer's browser test drives Debian's Chromium (Playwright comes with the test extra; its
+# own browser download is not used), so `make test` installs it where it is missing, as root or
+# through sudo. Not where EC2ER_CHROMIUM names another browser, nor where
+# EC2ER_SKIP_BROWSER_TESTS=1 says the machine cannot have one (never honoured in CI: the test fails).
+BROWSER := $(if $(EC2ER_CHROMIUM)$(filter 1,$(EC2ER_SKIP_BROWSER_TESTS)),,/usr/bin/chromium)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -34,6 +41,10 @@ $(STAMP): pyproject.toml
 	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null
 	touch $(STAMP)
 
+/usr/bin/chromium:
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q chromium
+
 demo: $(STAMP)
 	.venv/bin/ec2er run --config pipelines/run-tiny.yaml --output runs/demo
 
@@ -41,7 +52,7 @@ demo: $(STAMP)
 # graceful stops, nodes joining), which the other worker fills; tests/conftest.py's scheduler groups
 # the tests that share a server, an engine or the multi-node cluster, longest groups first.
 TEST_WORKERS ?= 2
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
 # One after another: each wants both cores.

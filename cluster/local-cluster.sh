@@ -11,7 +11,8 @@
 #   cluster/local-cluster.sh status                 # the live nodes
 #   cluster/local-cluster.sh kill-node NODE_ID      # a spot loss: every process of the node, SIGKILL
 #   cluster/local-cluster.sh add-node               # a replacement, as an autoscaler would add
-#   cluster/local-cluster.sh stop                   # stops this cluster's processes only (never `ray stop`)
+#   cluster/local-cluster.sh stop                   # stops the processes `start` recorded in $DIR/cluster.json, and
+#                                                   # what they started; nothing else (never `ray stop`)
 # Uses the repository's .venv (make venv); the cluster lives in $EC2ER_CLUSTER_DIR (default /tmp/ec2er-cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -69,6 +69,24 @@ def family_of(name: str) -> str | None:
     return match.group("family") if match else None
 
 
+def check_targets(adapter: Path, base_model: str) -> None:
+    """Refuse an adapter that adapts modules its base model does not have: vLLM serves it without a
+    word as the base model itself (vllm-project/vllm#34186), so it would look trained and change
+    nothing. Checked where the base model's config is at hand (a folder, an embedded model, a
+    cached hub id), from the config alone (``ec2er.models.families.missing_targets``)."""
+    from ec2er.models import model_location
+    from ec2er.models.families import missing_targets, read_model_config
+
+    folder = model_location(base_model)
+    if read_model_config(folder) is None:
+        return
+    targets = json.loads((adapter / ADAPTER_CONFIG).read_text("utf-8")).get("target_modules") or []
+    missing = missing_targets(folder, targets)
+    if missing:
+        raise ConfigError(f"{adapter}: adapts {', '.join(missing)}, which {base_model} does not have: "
+                          "vLLM would serve it as the base model unchanged")
+
+
 class AdapterEntry(BaseModel):
     """One version in the registry."""
 
@@ -143,6 +161,7 @@ class AdapterRegistry:
         source = Path(source)
         if not (source / ADAPTER_CONFIG).is_file():
             raise ConfigError(f"{source}: not a peft adapter folder (no {ADAPTER_CONFIG})")
+        check_targets(source, base_model)
         self.root.mkdir(parents=True, exist_ok=True)
         with self._locked():
             version = 1 + max((e.version for e in self._scan() if e.family == family), default=0)

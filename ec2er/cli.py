@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from ec2er import __version__
-from ec2er.errors import Ec2erError
+from ec2er.errors import Ec2erError, Terminated
+from ec2er.sigterm import EXIT_STATUS
 
 # subcommand -> the module whose register(subparsers) adds it
 STAGES: dict[str, str] = {
@@ -25,6 +26,7 @@ STAGES: dict[str, str] = {
     "run": "ec2er.run",
     "view": "ec2er.viewer.cli",
     "cluster": "ec2er.cluster",
+    "safety": "ec2er.safety.cli",
 }
 
 
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     from ec2er import console
 
     console.setup(verbose_console=args.verbose, debug=args.debug)
+    if argv is None:  # the command itself, not a caller in-process
+        console.own_terminal()
     try:
         return int(args.func(args) or 0)
     except Ec2erError as e:
@@ -151,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ec2er: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("ec2er: stopped by SIGTERM", file=sys.stderr)
+        return EXIT_STATUS
     except KeyboardInterrupt:
         print("ec2er: interrupted", file=sys.stderr)
         return 130

@@ -9,9 +9,11 @@ host; killing one (``kill-node``: every process of the node, SIGKILL, no drain) 
     ec2er cluster kill-node NODE_ID      # a spot instance taken back
     ec2er cluster down
 
-Everything it starts uses its own folder (``--dir``) and free ports, and ``down`` stops only the
-processes that name that folder or its GCS address (never ``ray stop``, which stops every Ray on
-the machine). The tests' multi-node fixture is this class.
+Everything it starts uses its own folder (``--dir``) and free ports. Each ``ray start`` runs in a
+session of its own, and ``cluster.json`` records the processes it left running (pid, process group,
+creation time); ``down`` stops those, what they started, and what is left in their sessions carrying
+this cluster's mark in its environment: never a process found by its command line, and never
+``ray stop``, which stops every Ray on the machine. The tests' multi-node fixture is this class.
 
 Written here rather than taken from ``ray.cluster_utils``: ``Cluster`` keeps its nodes inside the
 calling process (they end with it, and a CLI must outlive its nodes), and ``AutoscalingCluster``
@@ -45,12 +47,24 @@ WORKER_TYPE = "ec2er.worker"  # the autoscaler's node type
 HEAD_TYPE = "ray.head.default"  # the fake provider's fixed name for the head
 
 
+CLUSTER_MARK = "EC2ER_CLUSTER_DIR"  # in every cluster process's environment: the cluster's folder
+
+
+class StartedProcess(StrictModel):
+    """A process the cluster started (a Ray daemon, a node's ``ray start --block``)."""
+
+    pid: int = Field(gt=0)
+    pgid: int = Field(gt=0, description="its process group; the `ray start` sessions' groups hold every daemon")
+    sid: int = Field(gt=0, description="its session: one per `ray start`")
+    create_time: float = Field(gt=0, description="psutil's creation time: a pid reused later differs here")
+
+
 class ClusterState(StrictModel):
     """``<dir>/cluster.json``: how to reach and stop a cluster ``up`` started."""
 
     root: Path
-    gcs_address: str
-    dashboard_url: str
+    gcs_address: str = Field(pattern=r"^\S+:\d+$", description="HOST:PORT of the head's GCS")
+    dashboard_url: str = Field(pattern=r"^https?://\S+$")
     head_cpus: float
     worker_cpus: int
     worker_resources: dict[str, float]
@@ -58,6 +72,8 @@ class ClusterState(StrictModel):
     autoscale: int = Field(description="the autoscaler's worker nodes at most; 0: no autoscaler")
     auth: bool
     manual_nodes: dict[str, int] = Field(default_factory=dict, description="node id -> pid of its `ray start --block`")
+    processes: list[StartedProcess] = Field(default_factory=list, description="what `down` stops (with "
+                                            "their descendants and their sessions' marked processes)")
 
 
 def _ray_bin() -> str:
@@ -112,9 +128,15 @@ class LocalCluster:
             cmd.append(f"--autoscaling-config={config}")
             env |= {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                     "AUTOSCALER_HEARTBEAT_TIMEOUT_S": str(heartbeat_timeout_s)}
-        with (root / "logs" / "head.log").open("w") as log:
-            done = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=180, check=False)
-        if done.returncode != 0:
+        with (root / "logs" / "head.log").open("w") as log:  # a session of its own: its daemons stay in it
+            head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            returncode = head.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            returncode = None
+        state.processes = _session_processes(head.pid)  # the daemons `ray start` left running
+        if returncode != 0:
             cluster.stop()
             raise Ec2erError(f"the head did not start (see {root / 'logs' / 'head.log'})")
         cluster.save()
@@ -128,10 +150,20 @@ class LocalCluster:
 
     @classmethod
     def attach(cls, root: Path = DEFAULT_DIR) -> LocalCluster:
+        """The cluster ``up`` recorded in ``root``; a missing or damaged ``cluster.json`` is one
+        error naming the file and the field (nothing is stopped on a guess)."""
+        from pydantic import ValidationError
+
+        from ec2er.errors import DataError
+        from ec2er.io import format_validation_error, read_json
+
         path = Path(root).absolute() / STATE_FILE
         if not path.is_file():
             raise Ec2erError(f"{path.parent}: no cluster started there (no {STATE_FILE})")
-        return cls(ClusterState.model_validate_json(path.read_text(encoding="utf-8")))
+        try:
+            return cls(ClusterState.model_validate(read_json(path)))
+        except ValidationError as e:
+            raise DataError(f"{path}: damaged: {format_validation_error(e)}") from None
 
     def save(self) -> None:
         from ec2er.io import write_json
@@ -139,27 +171,18 @@ class LocalCluster:
         write_json(self.state.root / STATE_FILE, self.state.model_dump(mode="json"))
 
     def stop(self) -> int:
-        """Stop every process of this cluster (and the processes they started, such as vLLM's
-        engine cores, whose names no longer say where they belong); returns how many."""
+        """Stop the processes this cluster started, those they started (such as vLLM's engine
+        cores, whose names no longer say where they belong), and those left in the cluster's
+        sessions with its mark in their environment (orphans whose parent died); returns how many."""
         import psutil
 
-        marks = (str(self.state.root), self.state.gcs_address)
-        procs: dict[int, Any] = {}
-        for p in psutil.process_iter(["cmdline"]):
-            cmdline = " ".join(p.info["cmdline"] or [])
-            if p.pid != os.getpid() and any(mark in cmdline for mark in marks):
-                procs[p.pid] = p
-        for p in list(procs.values()):
-            try:
-                procs |= {c.pid: c for c in p.children(recursive=True) if c.pid != os.getpid()}
-            except psutil.Error:
-                pass
-        for p in procs.values():
+        procs = _cluster_processes(self.state)
+        for p in procs:
             try:
                 p.terminate()
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(list(procs.values()), timeout=5)
+        _, alive = psutil.wait_procs(procs, timeout=5)
         for p in alive:
             try:
                 p.kill()
@@ -193,12 +216,13 @@ class LocalCluster:
         with log_path.open("w") as log:
             proc = subprocess.Popen(cmd, env=self._node_env(), stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
+        self._record(proc.pid)  # now: a node that never joins is still this cluster's to stop
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and proc.poll() is None:
             node_id = _raylet_node_id(proc.pid)
             if node_id and node_id in {node["node_id"] for node in self.nodes()}:
                 self.state.manual_nodes[node_id] = proc.pid
-                self.save()
+                self._record(proc.pid)
                 return node_id
             time.sleep(0.5)
         if proc.poll() is not None:
@@ -265,9 +289,16 @@ class LocalCluster:
 
     # ------------------------------------------------------------- helpers
 
+    def _record(self, session: int) -> None:
+        """Add the processes now in ``session`` (a node's ``ray start``) to what ``down`` stops."""
+        known = {p.pid for p in self.state.processes}
+        self.state.processes += [p for p in _session_processes(session) if p.pid not in known]
+        self.save()
+
     def _node_env(self) -> dict[str, str]:
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
         env.pop("RAY_ADDRESS", None)
+        env[CLUSTER_MARK] = str(self.state.root)
         if not self.state.auth:  # a throwaway cluster; Ray 2.60 turns token auth on when ~/.ray has a token
             env["RAY_AUTH_MODE"] = "disabled"
         return env
@@ -317,6 +348,53 @@ def _raylet_node_id(pid: int) -> str | None:
         except psutil.Error:  # ZombieProcess, NoSuchProcess
             continue
     return None
+
+
+def _session_processes(sid: int) -> list[StartedProcess]:
+    """The live processes of session ``sid`` (a ``ray start`` run with ``start_new_session``)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid:
+                found.append(StartedProcess(pid=p.pid, pgid=os.getpgid(p.pid), sid=sid, create_time=p.create_time()))
+        except (OSError, psutil.Error):  # ended meanwhile
+            continue
+    return found
+
+
+def _cluster_processes(state: ClusterState) -> list[Any]:
+    """What ``stop`` ends, as psutil processes: each recorded process still alive (the same pid
+    *and* creation time: a reused pid is someone else's), their descendants, and the processes of
+    the recorded sessions whose environment carries this cluster's mark (a session id can be
+    reused once all of its processes are gone; the mark tells ours apart)."""
+    import psutil
+
+    me = os.getpid()
+    found: dict[int, Any] = {}
+    for started in state.processes:
+        try:
+            p = psutil.Process(started.pid)
+            if abs(p.create_time() - started.create_time) < 0.01:  # psutil's times are exact to 10 ms
+                found[p.pid] = p
+        except psutil.Error:
+            continue
+    for p in list(found.values()):
+        try:
+            found |= {c.pid: c for c in p.children(recursive=True)}
+        except psutil.Error:
+            continue
+    sessions = {started.sid for started in state.processes}
+    for p in psutil.process_iter():
+        try:
+            if p.pid not in found and os.getsid(p.pid) in sessions \
+                    and p.environ().get(CLUSTER_MARK) == str(state.root):
+                found[p.pid] = p
+        except (OSError, psutil.Error):  # ended meanwhile, or another user's
+            continue
+    found.pop(me, None)
+    return list(found.values())
 
 
 def node_dir(root: Path, name: str | int) -> Path:

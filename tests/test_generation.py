@@ -6,6 +6,7 @@ engines in test_generation_slow.py."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ec2er.generation.agents import TokenBudget
 from ec2er.generation.agents.base import SESSION_CONTEXT
 from ec2er.generation.config import GenerateConfig
 from ec2er.generation.dialogue import DialogueRunner
-from ec2er.generation.extraction import EADraft, EUDraft, ea_item, eu_item
+from ec2er.generation.extraction import EADraft, EUDraft, ea_item, eu_item, for_persons
 from ec2er.generation.personas import check_persona_file, persona_at, persona_from_text
 from ec2er.generation.plan import persona_specs, sampler_specs
 from ec2er.generation.themes import compatible, load_themes
@@ -249,7 +250,7 @@ def test_an_engine_or_network_failure_marks_the_dialogue_for_a_redo():
     engine = FakeEngine()
     one = engine._one
     engine._one = lambda r: (RawCompletion("", error=GenerationError(kind="http", message="HTTP 503"))
-                             if r.response_model is EADraft else one(r))
+                             if kind(r) == "EADraft" else one(r))
     results = run(engine, config, sampler_specs(config, range(2)))
     assert len(results) == 2 and all(r.transient and r.metadata["status"] == "ok" for r in results)
 
@@ -321,7 +322,16 @@ def test_extraction_schemas_constrain_what_a_model_can_write():
     assert eu["$defs"]["EmotionLabel"]["enum"] == list(EMOTIONS)
     assert props["correct_emotion"] == {"$ref": "#/$defs/EmotionLabel"}
     assert (props["wrong_causes"]["minItems"], props["wrong_causes"]["maxItems"]) == (3, 5)
-    assert all("maxLength" in props[k] for k in ("scenario", "explanation", "correct_cause"))
+    # scenarios, answers and explanations are sentences for the decoder: no schema words, timestamps,
+    # fragments; the length is not (bounded repetitions make grammars slow to compile)
+    assert re.match(props["scenario"]["pattern"], "Ana waited all day. Nobody called her.")
+    assert not re.match(props["scenario"]["pattern"], "2019-08-23T17:45:56.778-0000")
+    assert not any("Length" in key for p in props.values() for key in p)
+    sentence = re.compile(props["correct_cause"]["pattern"])
+    assert sentence.match("She fears losing the job she loves.") and sentence.match("Tell Ana the truth.")
+    for not_an_answer in ("worst_choices", "furthermore", "the client's", "theoneofthemostimportantthings is it."):
+        assert not sentence.match(not_an_answer)
+    assert re.match(props["explanation"]["pattern"], "Ana hoped for praise, so the silence hurt her.")
     assert "pattern" in props["subject"]  # a name or a short noun phrase, no clause
     subject = EUDraft.model_fields["subject"]
     for ok in ("Kai", "Jane's mother", "the waitress"):
@@ -329,6 +339,12 @@ def test_extraction_schemas_constrain_what_a_model_can_write():
     with pytest.raises(ValueError):
         EUDraft.__pydantic_validator__.validate_assignment(EUDraft.model_construct(), "subject", "I offered a smile")
     assert subject.description
+    # a dialogue's schema: the subject is one of its persons, written before the scenario
+    persons = for_persons(EADraft, ("Ana", "Bo"))
+    assert persons.model_json_schema()["properties"]["subject"]["enum"] == ["Ana", "Bo"]
+    assert list(persons.model_fields)[:2] == ["subject", "scenario"] and issubclass(persons, EADraft)
+    with pytest.raises(ValueError):
+        persons.__pydantic_validator__.validate_assignment(persons.model_construct(), "subject", "the client's eyes")
     ea = EADraft.model_json_schema()["properties"]
     assert (ea["worse_choices"]["minItems"], ea["worse_choices"]["maxItems"]) == (3, 5)
     assert "category" not in props and "category" not in ea  # assigned by the balancer
@@ -380,7 +396,7 @@ def test_every_response_model_is_a_schema_the_grammar_engine_accepts():
     from ec2er.generation.agents import SupervisorCheck
     from ec2er.schemas.training import ReasonedAnswer
 
-    models = [EUDraft, EADraft, SupervisorCheck, ReasonedAnswer, letter_model(4), letter_model(6),
+    models = [EUDraft, EADraft, for_persons(EUDraft, ("Ana",)), for_persons(EADraft, ("Ana", "Bo")), SupervisorCheck, ReasonedAnswer, letter_model(4), letter_model(6),
               official_answer_model("EU", 6, 4), official_answer_model("EA", 4)]
     for model in models:
         assert not has_xgrammar_unsupported_json_features(model.model_json_schema()), model.__name__

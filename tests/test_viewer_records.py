@@ -132,6 +132,9 @@ def test_each_prediction_records_its_prompts_and_gold(tmp_path: Path) -> None:
                                      "models": [{"name": "fake", "engine": {}}]})
     preds = predict(FakeEngine(), "fake", [None], items, cfg)
     by_key = {(i.task.value, i.qid): i for i in items}
+    assert {i.task.value for i in items} == {"EU", "EA"}  # both kinds of prompt are checked below
+    assert sorted((p.protocol, p.task.value, p.qid) for p in preds) == sorted(
+        (protocol, i.task.value, i.qid) for protocol in ("official", "cot") for i in items)
     for p in preds:
         item = by_key[(p.task.value, p.qid)]
         assert p.gold == gold(item)
@@ -153,8 +156,9 @@ def test_the_chart_marks_the_replies_never_read(tmp_path: Path) -> None:
     preds = [pred("never", False), pred("never", False), pred("wrong", True), pred("wrong", True)]
     shares = unparsed_shares(preds)
     assert shares == {("never", "official", "en", "EA"): 1.0, ("wrong", "official", "en", "EA"): 0.0}
+    # "wrong" read every reply and got half right: its accuracy bar has a height the check can miss
     rows = [ScoreRow(model=m, base_model=m, adapter=None, protocol="official", language="en", metric="EA/overall",
-                     n=2, value=0.0) for m in ("never", "wrong")]
+                     n=2, value=value) for m, value in (("never", 0.0), ("wrong", 0.5))]
     import matplotlib.pyplot as plt
 
     drawn = []
@@ -162,7 +166,7 @@ def test_the_chart_marks_the_replies_never_read(tmp_path: Path) -> None:
 
     def spy(self, *args, **kwargs):
         bars = original(self, *args, **kwargs)
-        drawn.append((kwargs.get("hatch"), [p.get_height() for p in bars.patches]))
+        drawn.append((kwargs.get("hatch"), kwargs.get("label"), [(p.get_y(), p.get_height()) for p in bars.patches]))
         return bars
 
     plt.Axes.bar = spy
@@ -170,7 +174,9 @@ def test_the_chart_marks_the_replies_never_read(tmp_path: Path) -> None:
         chart(rows, tmp_path / "chart.png", shares)
     finally:
         plt.Axes.bar = original
-    hatched = [heights for hatch, heights in drawn if hatch]
-    assert sorted(h for heights in hatched for h in heights) == [0.0, 1.0]  # "never" hatched full; "wrong" empty
+    accuracy = {label: bars for hatch, label, bars in drawn if not hatch}
+    hatched = [bars for hatch, _, bars in drawn if hatch]  # drawn after each model's bar, models in order
+    assert accuracy == {"never": [(0.0, 0.0)], "wrong": [(0.0, 0.5)]}
+    # "never": hatched from 0 to the top; "wrong": an empty hatched segment on top of its 0.5
+    assert [[(np.round(y, 6), np.round(h, 6)) for y, h in bars] for bars in hatched] == [[(0.0, 1.0)], [(0.5, 0.0)]]
     assert (tmp_path / "chart.png").stat().st_size > 0
-    assert np.isclose(sum(h for hatch, heights in drawn if not hatch for h in heights), 0.0)

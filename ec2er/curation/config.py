@@ -26,6 +26,27 @@ class ValidateConfig(ItemLimits, StrictModel):
     explanation_margin: float = Field(10.0, ge=0.0, le=100.0)
     # ...and only when the explanation does restate that distractor (below this, it restates none).
     explanation_min_support: float = Field(50.0, ge=0.0, le=100.0)
+    # Reader checks (ec2er.curation.sense): is the item a question with answers at all?
+    sense: Literal["reject", "flag", "skip"] = Field(
+        "reject", description="the reader checks (options that are answers, a subject who is a person of the "
+                              "dialogue, an explanation that is not a template): reject failing items (also "
+                              "where `quality` only flags: such an item teaches nothing, whoever wrote it), "
+                              "flag them, or skip them (random plumbing models)")
+    option_min_words: int = Field(3, ge=2, description="words a sentence-like option (EA choices, EU causes) "
+                                                       "needs at least (EmoBench's shortest have 3)")
+    english_min_ascii: float = Field(0.9, ge=0.0, le=1.0, description="share of an English item's option's "
+                                                                       "letters that must be ASCII")
+    english_min_words: int = Field(5, ge=2, description="an English option of this many words or more has at "
+                                                        "least one common English function word")
+    copy_min_words: int = Field(8, ge=1, description="options of this many words or more are checked for copying a "
+                                                     "dialogue turn")
+    copy_similarity: float = Field(90.0, ge=0.0, le=100.0, description="rapidfuzz partial_ratio of an option "
+                                                                       "within a turn at which it is a copy")
+    explanation_template_similarity: float = Field(
+        90.0, ge=0.0, le=100.0, description="rapidfuzz partial_ratio of an explanation within the instruction "
+                                            "or question text at which it repeats that text")
+    explanation_max_shared: int = Field(3, ge=2, description="an explanation (its subject aside) shared by this "
+                                                             "many items or more is a template")
 
 
 class DedupConfig(StrictModel):

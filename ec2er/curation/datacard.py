@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ec2er.curation.crisis import datacard_lines as crisis_datacard_lines  # noqa: E402
 from ec2er.curation.dedup import tokenize  # noqa: E402
 from ec2er.io import write_text  # noqa: E402
 from ec2er.schemas import Item  # noqa: E402
@@ -60,6 +61,20 @@ def _table(header: tuple[str, str], rows: dict[str, Any]) -> list[str]:
     return lines + [f"| {k} | {v} |" for k, v in rows.items()]
 
 
+def _sense_lines(sense: dict[str, Any] | None) -> list[str]:
+    """The reader checks: what each rule rejects and how many items it removed."""
+    if not sense:
+        return []
+    verb = {"reject": "rejected", "flag": "kept, flagged", "skip": "skipped"}[sense["mode"]]
+    lines = ["## Reader checks", "",
+             f"Is the item a question with answers at all (`checks.sense: {sense['mode']}`: failing items "
+             f"{verb}). *Items*: failing the rule; *alone*: removed by this rule and nothing else.", "",
+             "| rule | rejects | items | alone |", "|---|---|---:|---:|"]
+    lines += [f"| {code} | {r['what']} | {r['items']} | {r['removed_by_it_alone']} |"
+              for code, r in sense["rules"].items()]
+    return lines + ["", f"Dialogues: {sense['note']}.", ""]
+
+
 def write_datacard(out_dir: Path, stats: dict[str, Any], train: list[Item], val: list[Item]) -> Path:
     plots = out_dir / CuratedFiles.PLOTS
     cat_png = plot_categories(stats["distribution"]["train+val"], plots / CATEGORIES_PNG)
@@ -75,6 +90,8 @@ def write_datacard(out_dir: Path, stats: dict[str, Any], train: list[Item], val:
     lines += [f"![categories]({CuratedFiles.PLOTS}/{cat_png})", "", "## Rejection reasons", "",
               "An item may fail several checks; each is counted.", "",
               *_table(("reason", "items"), stats["rejections"]), "",
+              *_sense_lines(stats.get("sense")),
+              *crisis_datacard_lines(stats.get("crisis")),
               *(["## Kept, flagged", "", "Quality checks the recipe only flags (`checks.quality: flag`): these items "
                  "were kept and carry the codes in their `flags`.", "",
                  *_table(("flag", "items"), stats["kept_with_flags"]), ""] if stats["kept_with_flags"] else []),

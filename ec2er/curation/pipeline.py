@@ -25,15 +25,17 @@ from ec2er.curation import quality as v
 from ec2er.curation.balance import distribution, over_quota
 from ec2er.curation.config import CurateConfig
 from ec2er.curation.confidence import judge_confidence, no_judge_stats
+from ec2er.curation.crisis import reject_unsafe_crisis_handling
 from ec2er.curation.datacard import write_datacard
 from ec2er.curation.decontaminate import benchmark_ref, benchmark_scenarios, contamination
 from ec2er.curation.dedup import deduplicate
 from ec2er.curation.positions import balance_positions, position_stats
 from ec2er.curation.preprocess import clean_dialogues
+from ec2er.curation.sense import EXPLANATION_SHARED, DialogueText, sense_reasons, sense_stats, shared_explanations
 from ec2er.errors import DataError
 from ec2er.io import iter_jsonl, json_error, write_json, write_jsonl
 from ec2er.llm import ChatEngine
-from ec2er.schemas import Item
+from ec2er.schemas import Item, detect_task
 from ec2er.schemas.facts import CuratedFiles, GenerationFiles
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,37 @@ def _validate(records: list[Record], cfg: CurateConfig) -> None:
         seen.setdefault(key, f"{r.file}:{r.line}")
 
 
+def _sense(records: list[Record], cfg: CurateConfig, dialogues: dict[str, DialogueText]) -> dict[str, int]:
+    """The reader checks (``ec2er.curation.sense``) on every item, each item with its dialogue
+    when the input has it (a generation run's results; an export's dialogues.jsonl)."""
+    mode, coverage = cfg.checks.sense, {"with_dialogue": 0, "without_dialogue": 0}
+    if mode == "skip":
+        return coverage
+    shared = shared_explanations([r.raw for r in records], cfg.checks.explanation_max_shared)
+    for i, r in enumerate(records):
+        if r.raw is None:
+            continue
+        try:
+            task = detect_task(r.raw)
+        except ValueError:
+            continue  # schema_invalid already
+        provenance = r.raw.get("provenance")
+        dialogue = dialogues.get(provenance.get("dialogue_id")) if isinstance(provenance, dict) else None
+        coverage["with_dialogue" if dialogue else "without_dialogue"] += 1
+        reasons = sense_reasons(r.raw, task, cfg.checks, dialogue)
+        if i in shared:
+            reasons.append(v.Reason(code=EXPLANATION_SHARED, detail=shared[i]))
+        if mode == "flag":  # as quality's flag mode: a valid item is kept with the codes in its flags
+            if r.item is not None and reasons:
+                flags = sorted({*(r.item.flags or []), *(x.code for x in reasons)})
+                r.item = r.item.model_copy(update={"flags": flags})
+            continue
+        r.reasons = v.unique(r.reasons + reasons)
+        if reasons:
+            r.item = None
+    return coverage
+
+
 def _decontaminate(records: list[Record], cfg: CurateConfig) -> dict[str, Any]:
     source = cfg.decontaminate.benchmark
     if not source:
@@ -176,7 +209,7 @@ def stratified_split(items: list[Item], fraction: float, seed: int) -> tuple[lis
     return sorted(train, key=lambda it: order[id(it)]), sorted(val, key=lambda it: order[id(it)])
 
 
-def _dialogue_rows(input_dir: Path) -> list[tuple[str, int, Any]] | None:
+def read_dialogue_rows(input_dir: Path) -> list[tuple[str, int, Any]] | None:
     from ec2er.generation.outputs import RESULTS, iter_result_batches
 
     if (input_dir / RESULTS).is_dir():
@@ -186,8 +219,14 @@ def _dialogue_rows(input_dir: Path) -> list[tuple[str, int, Any]] | None:
     return [(str(path), line, obj) for line, obj in iter_jsonl(path)] if path.is_file() else None
 
 
-def _dialogues(input_dir: Path, out_dir: Path, cfg: CurateConfig) -> dict[str, Any]:
-    rows = _dialogue_rows(input_dir)
+def dialogue_texts(rows: list[tuple[str, int, Any]] | None) -> dict[str, DialogueText]:
+    """dialogue_id -> its raw turns and background (every turn, repeats included: an option
+    copying a turn that preprocessing drops is still a copy)."""
+    return {obj["dialogue_id"]: DialogueText.from_raw(obj) for _, _, obj in rows or []
+            if isinstance(obj, dict) and isinstance(obj.get("dialogue_id"), str)}
+
+
+def _dialogues(rows: list[tuple[str, int, Any]] | None, out_dir: Path, cfg: CurateConfig) -> dict[str, Any]:
     if rows is None:
         return {"present": False}
     dialogues, report = clean_dialogues(rows, cfg.repeat_turn_threshold)
@@ -205,6 +244,9 @@ def curate(input_dir: Path, out_dir: Path, cfg: CurateConfig, judge: ChatEngine 
     records = read_input_lines(input_dir)
     log.info("curate: %d input lines from %s", len(records), input_dir)
     _validate(records, cfg)
+    dialogue_rows = read_dialogue_rows(input_dir)
+    coverage = _sense(records, cfg, dialogue_texts(dialogue_rows))
+    crisis = reject_unsafe_crisis_handling(records, dialogue_rows)  # ec2er.curation.crisis
     decontamination = _decontaminate(records, cfg)
     dedup = _deduplicate(records, cfg)
     _balance(records, cfg)
@@ -226,7 +268,10 @@ def curate(input_dir: Path, out_dir: Path, cfg: CurateConfig, judge: ChatEngine 
                          "val": distribution(val)},
         "positions": {"train": position_stats(train), "val": position_stats(val)},
         "decontamination": decontamination, "dedup": dedup, "confidence": confidence,
-        "dialogues": _dialogues(input_dir, out_dir, cfg),
+        "dialogues": _dialogues(dialogue_rows, out_dir, cfg),
+        "crisis": crisis,
+        "sense": sense_stats(cfg.checks.sense, [{x.code for x in r.reasons} for r in records],
+                             [set(it.flags or []) for it in train + val], coverage),
     }
     write_jsonl(out_dir / CuratedFiles.TRAIN, train)
     write_jsonl(out_dir / CuratedFiles.VAL, val)

@@ -28,7 +28,8 @@ from ec2er.schemas.checks import (  # noqa: F401  (codes re-exported: curation r
     unique,
 )
 
-# Reason codes of curation's own checks (stable: rejects.jsonl, stats.json, the data card).
+# Reason codes of curation's own checks (stable: rejects.jsonl, stats.json, the data card); the
+# reader checks' codes are in ec2er.curation.sense.
 SCENARIO_LENGTH = "scenario_length"
 EMOTION_LEAK = "gold_emotion_in_scenario"
 NO_EXPLANATION = "explanation_missing"

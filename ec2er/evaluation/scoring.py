@@ -8,13 +8,15 @@ category. An unparsed answer is wrong AND counted in ``parse_failure_rate``.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel
-from scipy import stats
+from pydantic import BaseModel, Field
+from scipy import optimize, stats
 
 from ec2er.evaluation.config import Protocol
 from ec2er.schemas.benchmark import ItemKey
@@ -104,44 +106,97 @@ def by_cell(preds: Iterable[Prediction], rotation: int | None = 0) -> dict[Cell,
 
 
 def results(preds: list[Prediction], index: dict[ItemKey, Item], lenient: bool = False) -> dict[str, Any]:
-    """``{model: {protocol: {language: {"EU": {...}, "EA": {...}, "parse_failure_rate": x}}}}``
-    over the benchmark's own option order (rotation 0). Categories absent from the slice are absent."""
+    """``{model: {protocol: {language: {"EU": {...}, "EA": {...}, "parse_failure_rate": x, "n": {...}}}}}``
+    over the benchmark's own option order (rotation 0); ``n`` mirrors the numbers' keys with the
+    number of items each is a mean over. Categories absent from the slice are absent."""
     out: dict[str, Any] = {}
     for (model, protocol, lang), rows in sorted(by_cell(preds).items()):
         cell: dict[str, Any] = {}
+        counts: dict[str, Any] = {}
         for task in ("EU", "EA"):
             task_rows = [p for p in rows if p.task.value == task]
             if not task_rows:
                 continue
             right = [p.lenient_correct if lenient else p.correct for p in task_rows]
-            scores = {"overall": float(np.mean(right))}
+            scores, n = {"overall": float(np.mean(right))}, {"overall": len(right)}
             cats = [index[(p.language.value, p.task.value, p.qid)].category for p in task_rows]
             for cat in categories(task):
                 vals = [r for r, c in zip(right, cats, strict=True) if c == cat]
                 if vals:
-                    scores[cat] = float(np.mean(vals))
-            cell[task] = scores
+                    scores[cat], n[cat] = float(np.mean(vals)), len(vals)
+            cell[task], counts[task] = scores, n
         cell["parse_failure_rate"] = float(np.mean([not (p.lenient_parsed if lenient else p.parsed) for p in rows]))
+        cell["n"] = counts | {"parse_failure_rate": len(rows)}
         out.setdefault(model, {}).setdefault(protocol, {})[lang] = cell
     return out
 
 
+def with_comparisons(tree: dict[str, Any], rows: list[ScoreRow], lenient: bool = False) -> dict[str, Any]:
+    """``results()`` with each adapter's paired comparison against its base model added to its cell
+    as ``vs_base``, keyed like the numbers: delta with its paired bootstrap interval (null, with the
+    reason, where there is none), the paired n, the discordant counts, McNemar's p and the smallest
+    difference that n could detect."""
+    prefix = "lenient/" if lenient else ""
+    for r in rows:
+        if r.delta is None or r.lenient != lenient:
+            continue
+        path = r.metric.removeprefix(prefix).split("/")
+        node = tree[r.model][r.protocol][r.language].setdefault("vs_base", {})
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = {
+            "delta": r.delta, "ci": None if r.delta_low is None else [r.delta_low, r.delta_high],
+            "no_conclusion": None if r.no_delta_interval is None else no_conclusion(r.paired_n or 0, r.no_delta_interval),
+            "n": r.paired_n, "gained": r.gained, "lost": r.lost, "mcnemar_p": r.mcnemar_p, "mde": r.mde}
+    return tree
+
+
+# Below this many items no interval is computed and every line says "n = <n>: no conclusion": a
+# percentile bootstrap of a mean of fewer than ~10 0/1 outcomes has so few distinct resamples that its
+# "95%" interval covers far less than 95% (at n = 1 it is a point), so any interval there would mislead.
+MIN_ITEMS_FOR_INTERVAL = 10
+ALPHA, POWER = 0.05, 0.8  # of the McNemar test and of its minimum detectable difference
+# Why a number has no interval: fewer than MIN_ITEMS_FOR_INTERVAL items; every outcome (or paired
+# difference) alike, where a zero-width interval would claim certainty; bootstrap_samples 0.
+NoInterval = Literal["too_few", "no_spread", "disabled"]
+
+
 class ScoreRow(BaseModel):
-    """One number of the Table 1-shaped report, with its interval and its delta against the base."""
+    """One number of the Table 1-shaped report, with its interval and, for an adapter, its paired
+    comparison with the base model on the same items."""
 
     model: str
     base_model: str
     adapter: str | None
     protocol: str
     language: str
-    metric: str  # "EU/overall", "EU/complex_emotions", "EA/Social-Self", "parse_failure_rate", "lenient/EU/overall"
-    n: int
+    metric: str  # "EU/overall", "EU/complex_emotions", "EA/Social-Self", "parse_failure_rate", "lenient/EU/overall", ...
+    n: int = Field(description="items the value is a mean over")
     value: float
     ci_low: float | None = None
     ci_high: float | None = None
-    delta: float | None = None
+    no_interval: NoInterval | None = Field(None, description="why ci_low/ci_high are absent")
+    delta: float | None = Field(None, description="adapter minus base, over the items both answered")
     delta_low: float | None = None
     delta_high: float | None = None
+    no_delta_interval: NoInterval | None = Field(None, description="why delta_low/delta_high are absent")
+    paired_n: int | None = Field(None, description="items both the adapter and its base answered")
+    gained: int | None = Field(None, description="paired items where the outcome is 1 for the adapter, 0 for the base")
+    lost: int | None = Field(None, description="paired items where the outcome is 0 for the adapter, 1 for the base")
+    mcnemar_p: float | None = Field(None, description="exact two-sided McNemar test of adapter vs base")
+    mde: float | None = Field(None, description="smallest difference paired_n items detect (alpha 0.05, power "
+                                                "0.8; see minimum_detectable_difference); None: none can be")
+
+    @property
+    def lenient(self) -> bool:
+        return self.metric.startswith("lenient/")
+
+
+def no_conclusion(n: int, why: NoInterval) -> str:
+    """What a line says in place of a number without an interval."""
+    reason = {"too_few": "", "no_spread": " (every item alike: nothing to resample)",
+              "disabled": " (bootstrap_samples is 0)"}[why]
+    return f"n = {n}: no conclusion{reason}"
 
 
 def _metric_vectors(rows: list[Prediction], index: dict[ItemKey, Item]) -> dict[str, dict[tuple[str, str], float]]:
@@ -154,18 +209,52 @@ def _metric_vectors(rows: list[Prediction], index: dict[ItemKey, Item]) -> dict[
             out[f"{prefix}{p.task.value}/overall"][key] = float(right)
             out[f"{prefix}{p.task.value}/{cat}"][key] = float(right)
         out["parse_failure_rate"][key] = float(not p.parsed)
+        out["lenient/parse_failure_rate"][key] = float(not p.lenient_parsed)
     return out
 
 
-def _ci(values: np.ndarray, samples: int, seed: int) -> tuple[float | None, float | None]:
-    """Percentile bootstrap 95% interval of the mean (of 0/1 outcomes, or of paired differences)."""
-    if samples == 0 or len(values) < 2:
-        return None, None
-    if np.all(values == values[0]):  # no spread to resample; scipy would warn and return nan
-        return float(values[0]), float(values[0])
+def _ci(values: np.ndarray, samples: int, seed: int) -> tuple[float | None, float | None, NoInterval | None]:
+    """Percentile bootstrap 95% interval of the mean (of 0/1 outcomes, or of paired differences),
+    or (None, None, why not)."""
+    if len(values) < MIN_ITEMS_FOR_INTERVAL:
+        return None, None, "too_few"
+    if samples == 0:
+        return None, None, "disabled"
+    if np.all(values == values[0]):  # every resample is the same: a zero-width interval would claim certainty
+        return None, None, "no_spread"
     res = stats.bootstrap((values,), np.mean, n_resamples=samples, method="percentile",
                           random_state=seed, vectorized=True)
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high), None
+
+
+@functools.cache  # the detectable difference asks for every split of n discordant pairs
+def mcnemar_p(gained: int, lost: int) -> float:
+    """Exact two-sided McNemar test: under "no difference" each discordant pair is equally likely
+    to favour either model, so the gained count is Binomial(gained + lost, 1/2)."""
+    if gained + lost == 0:
+        return 1.0
+    return float(stats.binomtest(gained, gained + lost, 0.5).pvalue)
+
+
+@functools.cache
+def minimum_detectable_difference(n: int) -> float | None:
+    """The smallest true difference in proportions that n paired items detect with power 0.8 by
+    the exact McNemar test at alpha 0.05, computed exactly for the noisiest case: the two models
+    disagree on every item (discordant share psi = 1), where Connor's (1987) normal approximation
+    d = (z_a sqrt(psi) + z_b sqrt(psi - d^2)) / sqrt(n) is largest, about 2.80 / sqrt(n). With less
+    disagreement smaller differences are detected too (about sqrt(psi) times it; the exact test's
+    discreteness moves that by a few points of power). At psi = 1 the adapter wins each item with
+    probability (1 + d) / 2, so the power is a binomial tail over the test's rejection region.
+    None where no difference can be detected (n <= 5: even n items all won give p >= 0.0625)."""
+    region = [k for k in range(n + 1) if mcnemar_p(k, n - k) < ALPHA]
+
+    def power(d: float) -> float:
+        return float(stats.binom.pmf(region, n, (1 + d) / 2).sum()) - POWER
+
+    if not region or power(1.0) < 0:
+        return None
+    root = optimize.brentq(power, 0.0, 1.0, xtol=1e-7)
+    return math.ceil(root * 1000) / 1000  # rounded up: the power there is at least 0.8, not a hair below
 
 
 def score_rows(preds: list[Prediction], index: dict[ItemKey, Item], samples: int = 1000,
@@ -178,19 +267,28 @@ def score_rows(preds: list[Prediction], index: dict[ItemKey, Item], samples: int
         base_metrics = vectors.get((first.base_model, protocol, lang)) if first.adapter else None
         for metric, outcomes in metrics.items():
             vals = np.array(list(outcomes.values()))
-            low, high = _ci(vals, samples, seed)
+            low, high, why = _ci(vals, samples, seed)
             row = ScoreRow(model=model, base_model=first.base_model, adapter=first.adapter,
                            protocol=protocol, language=lang, metric=metric, n=len(vals),
-                           value=float(vals.mean()), ci_low=low, ci_high=high)
+                           value=float(vals.mean()), ci_low=low, ci_high=high, no_interval=why)
             base = (base_metrics or {}).get(metric)
             shared = [k for k in outcomes if base and k in base]
             if shared:
-                a = np.array([outcomes[k] for k in shared])
-                b = np.array([base[k] for k in shared])  # type: ignore[index]
-                row.delta = float(a.mean() - b.mean())
-                row.delta_low, row.delta_high = _ci(a - b, samples, seed)  # paired by item
+                _compare(row, np.array([outcomes[k] for k in shared]),
+                         np.array([base[k] for k in shared]), samples, seed)  # type: ignore[index]
             out.append(row)
     return out
+
+
+def _compare(row: ScoreRow, adapter: np.ndarray, base: np.ndarray, samples: int, seed: int) -> None:
+    """Fill the row's paired comparison: adapter and base outcomes on the same items, in one order."""
+    row.paired_n = len(adapter)
+    row.gained = int(np.sum((adapter == 1) & (base == 0)))
+    row.lost = int(np.sum((adapter == 0) & (base == 1)))
+    row.delta = float(adapter.mean() - base.mean())
+    row.delta_low, row.delta_high, row.no_delta_interval = _ci(adapter - base, samples, seed)  # paired by item
+    row.mcnemar_p = mcnemar_p(row.gained, row.lost)
+    row.mde = minimum_detectable_difference(row.paired_n)
 
 
 # ---------------------------------------------------------------- rotations

@@ -34,6 +34,9 @@ class PersonaSourceConfig(StrictModel):
 class ThemesConfig(StrictModel):
     path: str | None = Field(None, description="themes YAML; default: the built-in ~90 themes")
     categories: list[ThemeCategory] | None = Field(None, description="restrict to these categories")
+    crisis: Literal["exclude", "include"] = Field(
+        "exclude", description="crisis themes (thoughts of suicide or self-harm): kept out altogether, or "
+                               "added on purpose (the built-in crisis_themes.yaml and any theme marked crisis)")
 
 
 class TurnsConfig(StrictModel):

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import random
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from functools import lru_cache
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ec2er.schemas.checks import normalized
 from ec2er.schemas.facts import EA_OPTIONS, EU_CAUSE_OPTIONS, EU_EMOTION_OPTIONS, MAX_TURNS
@@ -33,21 +34,45 @@ EmotionLabel = StrEnum("EmotionLabel", {e: e for e in EMOTIONS})
 TurnIndex = Literal[tuple(range(MAX_TURNS))]  # type: ignore[valid-type]
 
 
-def _bounded(min_length: int, max_length: int) -> Any:
-    """A string whose schema caps its length for the decoder (an item at its bounds still fits
-    ~1000 tokens) without making a longer one invalid: xgrammar does not always enforce
-    maxLength, and EmoBench's layout has no such limit."""
-    return Annotated[str, Field(min_length=min_length, json_schema_extra={"maxLength": max_length})]
+def _decoded_as(pattern: str, min_length: int) -> Any:
+    """A string of at least ``min_length`` characters whose schema, for the decoder, is
+    ``pattern`` instead: conversion accepts what EmoBench's layout does ("say yes"), decoding is
+    steered to sentences. The pattern replaces the length bounds in the schema: xgrammar cannot
+    combine them (vLLM refuses such a schema), and bounded repetitions cost seconds of grammar
+    compilation per schema, which a dialogue's own schema (its persons) pays every time."""
+
+    def schema(json_schema: dict[str, Any]) -> None:
+        json_schema.pop("minLength", None)
+        json_schema["pattern"] = pattern
+
+    return Annotated[str, Field(min_length=min_length, json_schema_extra=schema)]
 
 
-Scenario = _bounded(20, 450)  # 2-5 sentences
+# Sentences of words: a capital, words of letters separated by single spaces (a comma allowed),
+# a full stop. A small model otherwise answers with schema words ("worst_choices"), one word
+# ("furthermore"), timestamps, runs of letters or cut-off fragments, none of them an answer. No
+# quotes, braces or newlines, so it cannot wander out of the string either. The length is left
+# to max_tokens (a rambling item fails as truncated): see _decoded_as on bounded repetitions.
+_NEXT_WORD = r"(,? [A-Za-z0-9][a-z0-9'-]*)"
+_SENTENCE = rf"[A-Z][a-z']*{_NEXT_WORD}"
+
+
+def _sentences(min_words: int, count: tuple[int, int]) -> str:
+    """count[0] to count[1] sentences of at least ``min_words`` words each."""
+    one = rf"{_SENTENCE}{{{min_words - 1},}}[.!?]"
+    more = rf"( {one}){{{count[0] - 1},{count[1] - 1}}}" if count[1] > 1 else ""
+    return f"^{one}{more}$"
+
+
+Scenario = _decoded_as(_sentences(3, (2, 5)), 20)
 # EmoBench's subjects are a name or a short noun phrase ("Kai", "Jane's mother", "the waitress"):
 # one to three words of letters, so a small model cannot put a clause (or a brace) where the name
 # belongs. The pattern bounds the length itself: xgrammar cannot combine a pattern with
-# minLength/maxLength (vLLM refuses such a schema).
+# minLength/maxLength (vLLM refuses such a schema). A dialogue's own schema narrows it to the
+# dialogue's persons (for_persons).
 Subject = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z'-]{0,19}( [A-Za-z'-]{1,20}){0,2}$")]
-Option = _bounded(3, 100)
-Explanation = _bounded(10, 300)
+Option = _decoded_as(_sentences(4, (1, 1)), 3)  # "She calls her sister first."
+Explanation = _decoded_as(_sentences(6, (1, 2)), 10)
 
 
 WRONG_EMOTIONS = EU_EMOTION_OPTIONS - 1
@@ -64,8 +89,9 @@ class EUDraft(_Draft):
     fields, not indices into lists: a small model names the right emotion far more reliably than
     it counts positions (the run shuffles the options afterwards)."""
 
-    scenario: Scenario = Field(description="third-person scenario, self-contained, from the dialogue")
+    # the subject first: the scenario is then written about the person already named
     subject: Subject = Field(description="the person whose emotion is asked about")
+    scenario: Scenario = Field(description="third-person scenario, self-contained, from the dialogue")
     correct_emotion: EmotionLabel
     wrong_emotions: list[EmotionLabel] = Field(min_length=WRONG_EMOTIONS, max_length=WRONG_EMOTIONS)
     correct_cause: Option
@@ -77,12 +103,24 @@ class EUDraft(_Draft):
 class EADraft(_Draft):
     """One Emotional Application item as the extractor writes it (the best option by name)."""
 
+    subject: Subject = Field(description="the person who must act or speak")
     scenario: Scenario
-    subject: Subject
     best_choice: Option
     worse_choices: list[Option] = Field(min_length=WORSE_CHOICES, max_length=WORSE_CHOICES + 2)
     explanation: Explanation
     evidence_turns: list[TurnIndex] = Field(default_factory=list, max_length=4)
+
+
+Draft = TypeVar("Draft", bound=_Draft)
+
+
+@lru_cache(maxsize=1024)
+def for_persons(draft: type[Draft], persons: tuple[str, ...]) -> type[Draft]:
+    """``draft`` with ``subject`` one of ``persons``, the people of the dialogue: a dialogue's
+    schema for constrained decoding (same name, so logs and engines see EUDraft/EADraft)."""
+    subject = draft.model_fields["subject"]
+    return create_model(draft.__name__, __base__=draft, __doc__=draft.__doc__,
+                        subject=(Literal[persons], Field(description=subject.description)))
 
 
 def _distinct_wrong(gold: str, wrong: list[str], need: int, field: str) -> list[str]:

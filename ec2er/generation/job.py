@@ -76,6 +76,7 @@ def write_plan(config: GenerateConfig, uri: str) -> int:
     import ray
 
     config_json = config.model_dump_json()
+    path: str | None = None  # the persona file, when the personas come from one
     if config.personas.source == "sampler":
         ds = ray.data.range(config.num_dialogues).map_batches(_sampler_rows(config_json), batch_size=1024)
     else:
@@ -89,17 +90,51 @@ def write_plan(config: GenerateConfig, uri: str) -> int:
         ds = (ds.map_batches(_persona_rows(config_json, path), batch_size=1024)
               .groupby("dialogue_id").map_groups(lambda group: {k: v[:1] for k, v in group.items()})
               .sort("dialogue_id").limit(config.num_dialogues))
+    write_planned(ds, uri, path)
+    return ray.data.read_parquet(uri).count()
+
+
+def write_planned(ds: Any, uri: str, persona_path: str | None) -> None:
+    """Run the plan's dataset into ``uri``. A persona file that does not parse (a later row than
+    the check before the run read) is one DataError naming it; any other failure (a bug, Ray's
+    own) propagates as what it is."""
     try:
         ds.write_parquet(uri)
-    except Exception as e:  # a persona file that does not parse: one line naming it
-        raise DataError(f"planning from {config.personas.path or 'the sampler'} failed: "
-                        f"{_first_line(e)}") from None
-    return ray.data.read_parquet(uri).count()
+    except Exception as e:
+        bad = _unreadable_rows(e) if persona_path is not None else None
+        if bad is None:
+            raise
+        raise DataError(f"{persona_path}: {bad}") from e
 
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[-1] if text else type(e).__name__
+
+
+def _unreadable_rows(error: BaseException) -> str | None:
+    """What pyarrow said of rows it could not read (invalid JSON, a value of the wrong type),
+    found inside Ray's wrappers (a read task's error arrives as a RayTaskError that is also the
+    pyarrow error, or as text naming it); None when the failure is not about the file's rows."""
+    import re
+
+    import pyarrow as pa
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        found = re.findall(r"^\S*\b(?:ArrowInvalid|ArrowTypeError): (.+)$", str(e), flags=re.MULTILINE)
+        if found:
+            return found[-1].strip()
+        if isinstance(e, (pa.ArrowInvalid, pa.ArrowTypeError)):
+            lines = str(e).strip().splitlines()
+            return lines[-1] if lines else type(e).__name__
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return None
 
 
 # ---------------------------------------------------------------- pass 2: the dialogues

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from ec2er.generation.dialogue import DialogueResult
+from ec2er.safety.dialogue import safety_metadata
 from ec2er.schemas.facts import GenerationFiles
 from ec2er.schemas.taxonomy import EU_FINE_TO_COARSE, EUFineCategory
 
@@ -55,7 +56,8 @@ def result_table(results: list[DialogueResult]) -> pa.Table:
             "eu_fine": [x["finegrained_category"] for x in r.eu], "ea_category": [x["category"] for x in r.ea],
             "ea_question_type": [x["question type"] for x in r.ea], "item_failures": len(m["item_failures"]),
             "prompt_tokens": m["prompt_tokens"], "cached_prompt_tokens": m["cached_prompt_tokens"],
-            "completion_tokens": m["completion_tokens"], "metadata": json.dumps(m, ensure_ascii=False),
+            "completion_tokens": m["completion_tokens"],
+            "metadata": json.dumps(m | safety_metadata(r.dialogue), ensure_ascii=False),
             "dialogue": r.dialogue.model_dump_json() if r.dialogue is not None else None,
             "eu": [json.dumps(x, ensure_ascii=False) for x in r.eu],
             "ea": [json.dumps(x, ensure_ascii=False) for x in r.ea],

@@ -80,9 +80,10 @@ def _orders(seed: int) -> tuple[tuple[ThemeCategory, ...], tuple[EUCoarseCategor
 
 
 @functools.lru_cache(maxsize=8)
-def _themes(path: str | None, categories: tuple[ThemeCategory, ...] | None) -> dict[ThemeCategory, list[Theme]]:
+def _themes(path: str | None, categories: tuple[ThemeCategory, ...] | None,
+            crisis: str = "exclude") -> dict[ThemeCategory, list[Theme]]:
     by_category: dict[ThemeCategory, list[Theme]] = {}
-    for t in load_themes(path, list(categories) if categories else None):
+    for t in load_themes(path, list(categories) if categories else None, crisis=crisis):
         by_category.setdefault(t.category, []).append(t)
     return by_category
 
@@ -90,7 +91,7 @@ def _themes(path: str | None, categories: tuple[ThemeCategory, ...] | None) -> d
 def pick_theme(config: GenerateConfig, persona: Persona, slot: int) -> Theme | None:
     """The slot-th dialogue targets theme category ``slot mod 6`` (the next one if none fits the
     persona), and within it the compatible themes in turn; None if no theme fits at all."""
-    themes = _themes(config.themes.path, tuple(config.themes.categories or ()) or None)
+    themes = _themes(config.themes.path, tuple(config.themes.categories or ()) or None, config.themes.crisis)
     order = [c for c in _orders(config.seed)[0] if c in themes]
     for shift in range(len(order)):
         fitting = [t for t in themes[order[(slot + shift) % len(order)]] if compatible(persona, t)]

@@ -46,7 +46,8 @@ class AsyncVLLMEngine(LocalVLLMEngine):
         if request.adapter is not None:
             self.check_adapters([request.adapter])
         # rendered, then tokenised without extra special tokens: what vLLM's own chat() does
-        text = self._tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        text = self._tokenizer.apply_chat_template(self.template_messages(request.messages), tokenize=False,
+                                                    add_generation_prompt=True)
         ids = self._tokenizer.encode(text, add_special_tokens=False)
         params = sampling_params(request.sampling, request.response_model, self.config.structured_outputs)
         final = None

@@ -49,12 +49,13 @@ class ChatEngine:
         token, pessimistic for English BPE vocabularies, so prompts err on the short side."""
         return len(text) // 3 + 1
 
-    def loglikelihoods(self, prompts: Sequence[list[dict[str, str]]],
-                       continuations: Sequence[str]) -> list[tuple[float, int]]:
+    def loglikelihoods(self, prompts: Sequence[list[dict[str, str]]], continuations: Sequence[str],
+                       adapter: str | None = None) -> list[tuple[float, int]]:
         """(sum of log-probabilities, token count) of each continuation as the reply to its chat
-        prompt. Engines that can score set ``supports_loglikelihoods``."""
+        prompt, under the base model or ``adapter``. Engines that can score set
+        ``supports_loglikelihoods``."""
         raise ConfigError(f"{self.model_name}: {type(self).__name__} cannot score log-likelihoods "
-                          "(the loglik protocol needs an in-process vLLM engine without LoRA)")
+                          "(the loglik protocol needs an in-process vLLM engine)")
 
     def check_adapters(self, names: Sequence[str]) -> None:
         """Raise a ConfigError naming every adapter in ``names`` this engine cannot serve; called

@@ -23,6 +23,7 @@ from typing import Any
 from ec2er.config import OpenAIEngineConfig, read_secret
 from ec2er.errors import ConfigError
 from ec2er.llm.base import ChatEngine
+from ec2er.llm.messages import FOLD_ALL, normalize
 from ec2er.llm.types import ChatRequest, GenerationError, RawCompletion, response_model_schema
 
 
@@ -102,7 +103,8 @@ class OpenAICompatibleEngine(ChatEngine):
 
     def request_body(self, r: ChatRequest) -> dict[str, Any]:
         s = r.sampling
-        body: dict[str, Any] = dict(model=self.served_name(r.adapter), messages=r.messages,
+        messages = normalize(r.messages, FOLD_ALL) if self.folds_messages else r.messages
+        body: dict[str, Any] = dict(model=self.served_name(r.adapter), messages=messages,
                                     temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens)
         if s.seed is not None:
             body["seed"] = s.seed
@@ -117,12 +119,30 @@ class OpenAICompatibleEngine(ChatEngine):
                 "name": r.response_model.__name__, "schema": response_model_schema(r.response_model)}}
         return body
 
+    # False until the server refuses (HTTP 400) a conversation it accepts once normalised
+    # (``ec2er.llm.messages``: its chat template rejects a system message or repeated roles); from
+    # then on every request is sent normalised.
+    folds_messages = False
+
+    async def _create(self, client: Any, r: ChatRequest) -> Any:
+        import openai
+
+        try:
+            return await client.chat.completions.create(**self.request_body(r))
+        except openai.BadRequestError:
+            if self.folds_messages or normalize(r.messages, FOLD_ALL) == r.messages:
+                raise
+        resp = await client.chat.completions.create(
+            **(self.request_body(r) | {"messages": normalize(r.messages, FOLD_ALL)}))
+        self.folds_messages = True
+        return resp
+
     async def _complete_one(self, client: Any, gate: asyncio.Semaphore, r: ChatRequest) -> RawCompletion:
         import openai
 
         async with gate:
             try:
-                resp = await client.chat.completions.create(**self.request_body(r))
+                resp = await self._create(client, r)
             except openai.APITimeoutError as e:
                 return RawCompletion(text="", error=GenerationError(kind="timeout", message=str(e)))
             except openai.APIError as e:

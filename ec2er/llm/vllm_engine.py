@@ -14,7 +14,9 @@ from typing import Any
 from ec2er.config import VLLMEngineConfig, SamplingConfig
 from ec2er.errors import ConfigError
 from ec2er.llm.base import ChatEngine
+from ec2er.llm.messages import fit_template
 from ec2er.llm.types import ChatRequest, GenerationError, RawCompletion, response_model_schema
+from ec2er.llm.vllm_fixes import apply_vllm_fixes
 from ec2er.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ def engine_kwargs(config: VLLMEngineConfig) -> dict[str, Any]:
     (and the environment vLLM-CPU reads at start-up)."""
     from vllm.config import StructuredOutputsConfig
 
+    apply_vllm_fixes()  # here for an engine in this process; vLLM's own processes load it as a plugin
     model_path = resolve_model(config.model)
     if os.path.isdir(model_path):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -126,6 +129,10 @@ class LocalVLLMEngine(ChatEngine):
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
+    def template_messages(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The conversation as the model's chat template accepts it (``ec2er.llm.messages``)."""
+        return fit_template(messages, self._tokenizer)
+
     def check_adapters(self, names: Sequence[str]) -> None:
         unknown = sorted(set(names) - set(self._adapters))
         if unknown:
@@ -145,7 +152,9 @@ class VLLMEngine(LocalVLLMEngine):
         log.info("starting vLLM engine for %s (%s)", config.model, self.model_path)
         self.llm = LLM(**kwargs)
         self._attach(config, self.llm.get_tokenizer())
-        self.supports_loglikelihoods = not self.lora_enabled
+        # CUDA vLLM leaves the rows of a prompt without their lm_head LoRA delta (vllm#51594); on
+        # CPU builds ec2er.llm.vllm_fixes maps each row to its own adapter, tested against peft
+        self.supports_loglikelihoods = not self.lora_enabled or is_cpu_build()
 
     def _lora(self, name: str | None) -> Any:
         return None if name is None else self._adapters[name]
@@ -178,7 +187,7 @@ class VLLMEngine(LocalVLLMEngine):
         params = [sampling_params(r.sampling, r.response_model, self.config.structured_outputs) for r in requests]
         loras = [self._lora(r.adapter) for r in requests]
         outputs = self.llm.chat(
-            [r.messages for r in requests], sampling_params=params,
+            [self.template_messages(r.messages) for r in requests], sampling_params=params,
             lora_request=loras if any(loras) else None, use_tqdm=False,
         )
         return [
@@ -196,25 +205,30 @@ class VLLMEngine(LocalVLLMEngine):
     def lora_enabled(self) -> bool:
         return bool(self.config.enable_lora or self.config.adapters)
 
-    def loglikelihoods(self, prompts: Sequence[list[dict[str, str]]],
-                       continuations: Sequence[str]) -> list[tuple[float, int]]:
+    def loglikelihoods(self, prompts: Sequence[list[dict[str, str]]], continuations: Sequence[str],
+                       adapter: str | None = None) -> list[tuple[float, int]]:
         """(sum of log-probabilities, token count) of each continuation as the assistant's reply to
-        its chat prompt, read from vLLM's prompt_logprobs in one batched call with no generation.
+        its chat prompt under the base model or one adapter, read from vLLM's prompt_logprobs in one
+        batched call with no generation.
 
-        Engines without LoRA only: vLLM computes prompt log-probabilities with LoRA enabled wrongly
-        (vllm-project/vllm#16668, #29955); on vLLM-CPU 0.32 the engine dies, even for base rows.
+        With LoRA enabled, CPU builds only: CUDA vLLM 0.32 drops an lm_head LoRA's delta from
+        prompt log-probabilities (vllm-project/vllm#51594), and vLLM-CPU 0.32 killed its engine
+        core on any batch of them, base rows included, until ec2er.llm.vllm_fixes (applied here).
         (Forcing the reply with a one-choice structured output instead scores masked, not raw,
         log-probabilities on vLLM-CPU 0.32, and lets the grammar pick the tokenisation.)"""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if not self.supports_loglikelihoods:
-            raise ConfigError(f"{self.model_name}: loglikelihoods needs an engine without LoRA "
-                              "(vLLM LoRA + prompt_logprobs bug)")
+            raise ConfigError(f"{self.model_name}: loglikelihoods on CUDA vLLM needs an engine without LoRA "
+                              "(it drops lm_head LoRA deltas from prompt_logprobs, vllm-project/vllm#51594)")
+        if adapter is not None:
+            self.check_adapters([adapter])
         tokenizer = self._tokenizer
         token_prompts, starts = [], []
         for messages, continuation in zip(prompts, continuations, strict=True):
-            prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prefix = tokenizer.apply_chat_template(self.template_messages(messages), tokenize=False,
+                                                   add_generation_prompt=True)
             # tokenised apart so the continuation's tokens are exactly the ones scored
             prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
             cont_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
@@ -223,7 +237,7 @@ class VLLMEngine(LocalVLLMEngine):
             starts.append(len(prefix_ids))
             token_prompts.append(TokensPrompt(prompt_token_ids=prefix_ids + cont_ids))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outputs = self.llm.generate(token_prompts, params, use_tqdm=False)
+        outputs = self.llm.generate(token_prompts, params, lora_request=self._lora(adapter), use_tqdm=False)
         scores = []
         for out, prompt, start in zip(outputs, token_prompts, starts, strict=True):
             ids = prompt["prompt_token_ids"]

@@ -12,11 +12,13 @@ import re
 import tempfile
 from pathlib import Path
 
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+from ec2er.models.families import ATTENTION, lora_targets, read_model_config
+
+DEFAULT_TARGETS = ATTENTION  # the base model family's attention projections, as training's default
 
 
 def init_lora_adapter(base_model: str, out: str | Path, *, rank: int = 8, alpha: int = 16,
-                      target_modules: tuple[str, ...] = DEFAULT_TARGETS, random_b: bool = False,
+                      target_modules: tuple[str, ...] | str = DEFAULT_TARGETS, random_b: bool = False,
                       seed: int = 0) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -25,8 +27,11 @@ def init_lora_adapter(base_model: str, out: str | Path, *, rank: int = 8, alpha:
     from ec2er.models.embedded import resolve_model
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(base_model), dtype=torch.float32)
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules),
+    folder = resolve_model(base_model)
+    targets = lora_targets(target_modules if isinstance(target_modules, str) else list(target_modules),
+                           read_model_config(folder) or {}, base_model)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets,
                      init_lora_weights=not random_b, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, cfg)
     if random_b:  # peft's init_lora_weights=False leaves B random too, but scale it up to be visible

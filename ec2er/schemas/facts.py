@@ -11,6 +11,7 @@ import string
 
 # The model every recipe and command uses when none is named: embedded, so it runs offline.
 DEFAULT_MODEL = "smollm2-135m-instruct"
+GEMMA3_MODEL = "gemma3-270m"  # the second embedded model: another architecture, a base model
 
 # Option letters, in order: A is the first option shown.
 LETTERS = string.ascii_uppercase

@@ -47,6 +47,8 @@ class Theme(BaseModel):
     min_age: int = Field(18, ge=18)
     max_age: int = Field(100, le=100)
     keywords: list[str] = Field(default_factory=list)
+    crisis: bool = Field(False, description="brings thoughts of suicide or self-harm in on purpose "
+                                            "(kept out unless generation's themes.crisis is include)")
 
 
 class ConciseAttributes(BaseModel):

@@ -79,7 +79,7 @@ def _bad_name(model: str | None, served_name: str) -> Any:
     try:
         check_name(model, "model")
     except ValueError as e:
-        return _error(HTTPStatus.BAD_REQUEST, str(e), param="model")
+        return error_response(HTTPStatus.BAD_REQUEST, str(e), param="model")
     return None
 
 
@@ -94,11 +94,11 @@ def _over_limits(request: Any, limits: RequestLimits) -> Any:
                   for name in ("max_tokens", "max_completion_tokens")]
     for name, value, limit in asked:
         if value is not None and value > limit:
-            return _error(HTTPStatus.BAD_REQUEST, f"{name} is {value}; this server allows at most {limit}", param=name)
+            return error_response(HTTPStatus.BAD_REQUEST, f"{name} is {value}; this server allows at most {limit}", param=name)
     return None
 
 
-def _error(status: HTTPStatus, message: str, param: str | None = None) -> JSONResponse:
+def error_response(status: HTTPStatus, message: str, param: str | None = None) -> JSONResponse:
     """vLLM's OpenAI error body: {"error": {"message", "type", "param", "code"}}."""
     err = create_error_response(message, err_type=status.phrase.replace(" ", "") + "Error",
                                 status_code=status, param=param)
@@ -136,7 +136,7 @@ class BodySizeLimit:
         return f"request body over {self.max_bytes} bytes (limits.max_body_bytes)"
 
     def _too_large(self) -> JSONResponse:
-        return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._message())
+        return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._message())
 
 
 class OpenAIAuthenticationMiddleware(AuthenticationMiddleware):  # type: ignore[misc, valid-type]
@@ -147,6 +147,6 @@ class OpenAIAuthenticationMiddleware(AuthenticationMiddleware):  # type: ignore[
         path = scope.get("path", "").removeprefix(scope.get("root_path", ""))
         if (scope["type"] == "http" and scope.get("method") != "OPTIONS"
                 and path.startswith(GUARDED_PREFIX) and not self.verify_token(Headers(scope=scope))):
-            response = _error(HTTPStatus.UNAUTHORIZED, "invalid or missing API key (Authorization: Bearer <key>)")
+            response = error_response(HTTPStatus.UNAUTHORIZED, "invalid or missing API key (Authorization: Bearer <key>)")
             return response(scope, receive, send)
         return self.app(scope, receive, send)

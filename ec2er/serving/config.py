@@ -159,6 +159,20 @@ class RequestLimits(StrictModel):
     max_n: int = Field(8, ge=1, description="most choices (n) one request may ask (more: 400)")
 
 
+class ServedBase(StrictModel):
+    """A further base model behind the same endpoint: its own deployment, engine and scaling."""
+
+    model: str = Field(description="the base model as recipes name it (embedded name, hub id or folder)")
+    served_model_name: str | None = Field(None, min_length=1, description="the name requests use for it; "
+                                                                          "None: model")
+    engine: ServeEngineConfig = ServeEngineConfig()
+    scaling: ScalingConfig = ScalingConfig()
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.model
+
+
 class ServeConfig(StrictModel):
     name: str = Field("ec2er", pattern=r"^[\w.-]+$", description="the Ray Serve application name")
     model: str = Field(DEFAULT_MODEL, description="the base model as recipes name it "
@@ -190,6 +204,11 @@ class ServeConfig(StrictModel):
                                                             "(replicas scheduled, engines loaded) before "
                                                             "serving gives up and says why")
     scaling: ScalingConfig = ScalingConfig()
+    more_models: list[ServedBase] = Field(
+        default_factory=list, description="further base models behind the same endpoint (as ray.serve.llm's "
+                                          "build_openai_app puts several model configs behind one ingress): "
+                                          "each its own deployment, engine and scaling; a request goes to the "
+                                          "base its `model` names, an adapter to the base it was trained on")
     ray_serve_llm: RayServeLLMConfig | None = None
     ray: RayJobConfig = Field(RayJobConfig(), description="the cluster to serve on (address; default "
                                                           "RAY_ADDRESS or a local Ray started for the server)")
@@ -212,9 +231,26 @@ class ServeConfig(StrictModel):
                              "the proxy or load balancer and drop api_key_env/api_key_file")
         return self
 
+    @model_validator(mode="after")
+    def _distinct_bases(self) -> ServeConfig:
+        for field, values in (("model", [self.model, *(b.model for b in self.more_models)]),
+                              ("served name", [self.served_name, *(b.served_name for b in self.more_models)])):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(f"more_models: {field} {', '.join(twice)} served twice")
+        return self
+
     @property
     def served_name(self) -> str:
         return self.served_model_name or self.model
+
+    def bases(self) -> list[ServeConfig]:
+        """One config per base model, each as if it were served alone (the first is this recipe's
+        ``model``): what each base's deployment runs."""
+        first = self.model_copy(update={"more_models": []})
+        return [first, *(first.model_copy(update={"model": b.model, "served_model_name": b.served_name,
+                                                   "engine": b.engine, "scaling": b.scaling})
+                         for b in self.more_models)]
 
     def resolve_api_key(self) -> str | None:
         """The bearer token from ``api_key_file`` or the ``api_key_env`` variable; None when the
@@ -227,8 +263,14 @@ class ServeConfig(StrictModel):
     def with_absolute_paths(self) -> ServeConfig:
         """Paths made absolute here, before the config travels to replicas (Ray workers do not
         share the caller's working directory). A folder model keeps its served name as written."""
-        model = os.path.abspath(self.model) if os.path.isdir(self.model) else self.model
-        return self.model_copy(update={"model": model, "served_model_name": self.served_name,
+        more = [b.model_copy(update={"model": _absolute_if_folder(b.model), "served_model_name": b.served_name})
+                for b in self.more_models]
+        return self.model_copy(update={"model": _absolute_if_folder(self.model), "served_model_name": self.served_name,
+                                       "more_models": more,
                                        "registry": self.registry.absolute(),
                                        "api_key_file": self.api_key_file and self.api_key_file.absolute(),
                                        "log_dir": self.log_dir.absolute()})
+
+
+def _absolute_if_folder(model: str) -> str:
+    return os.path.abspath(model) if os.path.isdir(model) else model

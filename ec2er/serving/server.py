@@ -9,9 +9,7 @@ the endpoint, tests and the benchmark all go through ``serving``.
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -51,8 +49,7 @@ def serving(config: ServeConfig, worker_output: bool | None = None) -> Iterator[
     check_port_free(config.host, config.port)
     app = build_application(config)  # config errors surface before Ray starts
     joins_here = not ray.is_initialized()
-    with _sigterm_kept_from_ray_processes():
-        init_ray(address=config.ray.address, worker_output=worker_output)
+    init_ray(address=config.ray.address, worker_output=worker_output)  # Ray's processes ignore a group's SIGTERM
     from ec2er.ray_utils import require_shared_storage
     from ec2er.serving.deployment import replica_gpus
 
@@ -70,28 +67,6 @@ def serving(config: ServeConfig, worker_output: bool | None = None) -> Iterator[
         yield f"http://{config.host}:{config.port}/v1"
     finally:
         _stop(config.name, shut_serve=shut_serve, disconnect=joins_here)
-
-
-@contextlib.contextmanager
-def _sigterm_kept_from_ray_processes() -> Iterator[None]:
-    """Start a local Ray's processes (GCS, raylet, dashboard) with SIGTERM blocked, as Ray itself
-    starts them with SIGINT blocked (``ray._private.services.start_ray_process``) so that Ctrl-C
-    in a terminal reaches the driver alone. A SIGTERM to the whole process group (``timeout``,
-    ``kill -TERM -<pgid>``, a supervisor) otherwise stops GCS and raylet under the driver: its
-    graceful stop then waits a minute for the dead GCS before Ray ends the process (status 1),
-    and the replicas' vLLM engines, orphaned, keep running. With it blocked there, the signal
-    reaches this process only, which deletes the application (each replica shuts its engine
-    down) and then stops Ray, which kills its own processes after a second's grace each. A
-    thread's signal mask is what the processes it starts inherit, so holding it around Ray's start
-    is enough; processes started later by spawning (vLLM's engines) begin with an empty mask."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _deploy(app: Any, config: ServeConfig) -> None:

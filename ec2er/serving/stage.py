@@ -20,7 +20,7 @@ from typing import Any
 from ec2er import console
 from ec2er.errors import ConfigError
 from ec2er.serving.config import ServeConfig
-from ec2er.stage import Endpoint, Handoff, Promise, Stage, StageInputs, StageSummary
+from ec2er.stage import Endpoint, Handoff, Promise, ServedBaseModel, Stage, StageInputs, StageSummary
 
 
 @contextlib.contextmanager
@@ -32,7 +32,8 @@ def open_serving(config: ServeConfig, inputs: StageInputs, output: Path) -> Iter
     from ec2er.serving.server import serving
 
     check_serving(config, Promise())
-    adapters = [e.name for e in servable_adapters(config.registry, config.model).entries()]
+    bases = config.bases()
+    adapters = [e.name for base in bases for e in servable_adapters(config.registry, base.model).entries()]
     in_log_file = console.output_log() is not None
     if in_log_file:
         os.environ["VLLM_CONFIGURE_LOGGING"] = "1"  # replicas started by this process log in full
@@ -40,7 +41,8 @@ def open_serving(config: ServeConfig, inputs: StageInputs, output: Path) -> Iter
     with serving(config, worker_output=True if in_log_file else None) as url:
         yield StageSummary(
             stage="serve", output=str(output),
-            headline=f"{url} serves {config.served_name} and {len(adapters)} registry adapter(s) from "
+            headline=f"{url} serves {', '.join(b.served_name for b in bases)} and {len(adapters)} registry "
+                     f"adapter(s) from "
                      f"{config.registry} (new ones are served as published)",
             seconds=round(time.perf_counter() - started, 1), counts={"adapters": len(adapters)},
             files={"endpoint": url}, handoff=Handoff(endpoint=endpoint_of(config, url)))
@@ -49,7 +51,7 @@ def open_serving(config: ServeConfig, inputs: StageInputs, output: Path) -> Iter
 def endpoint_of(config: ServeConfig, url: str = "") -> Endpoint:
     """What callers need to know of the endpoint: where it is, what it serves, where its key is."""
     key_file = config.api_key_file.absolute() if config.api_key_file else None
-    return Endpoint(url=url, model=config.model, served_name=config.served_name,
+    return Endpoint(url=url, bases=[ServedBaseModel(model=b.model, served_name=b.served_name) for b in config.bases()],
                     api_key_env=config.api_key_env, api_key_file=key_file)
 
 
@@ -60,7 +62,8 @@ def check_serving(config: ServeConfig, promised: Promise) -> None:
     from ec2er.models import check_model
     from ec2er.serving.server import check_port_free
 
-    check_model(config.model)
+    for base in config.bases():
+        check_model(base.model)
     config.resolve_api_key()
     check_registry(config, promised)
     if config.port:

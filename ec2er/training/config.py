@@ -19,15 +19,15 @@ class LoraSettings(StrictModel):
     rank: int = Field(16, ge=1, description="LoRA rank r (vLLM serves it only up to its max_lora_rank)")
     alpha: float = Field(32.0, gt=0, description="scaling numerator: the update is scaled by alpha / rank")
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        description="module names to adapt, or 'all-linear'")
+    target_modules: list[str] | Literal["attention", "all-linear"] = Field(
+        "attention", description="module names to adapt; 'attention': the model family's attention "
+                                 "projections (ec2er.models.families); or PEFT's 'all-linear'")
 
     @field_validator("target_modules")
     @classmethod
     def _not_empty(cls, v: list[str] | str) -> list[str] | str:
         if isinstance(v, list) and not v:
-            raise ValueError("name at least one module, or 'all-linear'")
+            raise ValueError("name at least one module, or 'attention', or 'all-linear'")
         return v
 
 

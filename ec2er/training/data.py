@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from ec2er.errors import DataError
 from ec2er.io import fingerprint, read_records
+from ec2er.llm.messages import fit_template
 from ec2er.schemas import TrainingExample, training_examples
 from ec2er.schemas.checks import valid_item
 from ec2er.schemas.facts import CuratedFiles
@@ -66,9 +67,11 @@ class ChatFormat:
         the number of prompt tokens. The prompt is rendered and tokenized on its own, exactly as
         an engine sees it, and must be a prefix of the whole example's tokens."""
         user = self.prompt_messages(example)
-        prompt_text = self.tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full_text = self.tokenizer.apply_chat_template(
-            user + [{"role": "assistant", "content": example.target}], tokenize=False)
+        conversation = user + [{"role": "assistant", "content": example.target}]
+        # as the model's template accepts them, the same normalisation engines apply at inference
+        prompt_text = self.tokenizer.apply_chat_template(fit_template(user, self.tokenizer), tokenize=False,
+                                                         add_generation_prompt=True)
+        full_text = self.tokenizer.apply_chat_template(fit_template(conversation, self.tokenizer), tokenize=False)
         # the templates write BOS themselves where the model wants one
         prompt = self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
         full = self.tokenizer(full_text, add_special_tokens=False)["input_ids"]

@@ -148,11 +148,14 @@ def lora_model(config: TrainConfig, folder: str) -> Any:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from ec2er.models.families import lora_targets, read_model_config
+
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     model.config.use_cache = False  # no KV cache while training (and none with checkpointing)
+    targets = lora_targets(config.lora.target_modules, read_model_config(folder) or {}, config.model)
     lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
 

@@ -29,11 +29,20 @@ PREVIEW_EXAMPLES = 5  # written to TrainingFiles.PREVIEW: what the first example
 
 
 def check_training(config: TrainConfig, promised: Promise | None = None) -> str:
-    """The base model can be had (in seconds, not after a minute of hub retries) and the registry
-    can take the adapter; returns the model's folder or hub id."""
+    """The base model can be had (in seconds, not after a minute of hub retries), the LoRA's target
+    modules are the model's, and the registry can take the adapter; returns the model's folder or
+    hub id."""
     from ec2er.models import check_model
+    from ec2er.models.families import lora_targets, missing_targets, read_model_config
 
     folder = check_model(config.model)
+    model_config = read_model_config(folder)
+    if model_config is not None:  # a hub id not downloaded yet: checked once it is, when training loads it
+        targets = lora_targets(config.lora.target_modules, model_config, config.model)
+        missing = missing_targets(folder, targets)
+        if missing:
+            raise ConfigError(f"{config.model}: lora.target_modules {', '.join(missing)} are not modules of "
+                              f"this model ({model_config.get('model_type')}); try 'attention' or 'all-linear'")
     AdapterRegistry(config.registry).check_writable()
     return folder
 

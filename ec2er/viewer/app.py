@@ -16,7 +16,7 @@ import logging
 import posixpath
 from importlib.resources import files
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pyarrow as pa
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -106,7 +106,7 @@ def build_app(run_folder: str, token: str | None = None, allowed_hosts: list[str
                                              headers={"WWW-Authenticate": "Bearer"}))
             if "token" in request.query_params:  # the first visit: keep it in a cookie, out of the URL
                 rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-                response = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), status_code=303)
+                response = RedirectResponse(_own_path(request) + (f"?{rest}" if rest else ""), status_code=303)
                 response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict",
                                     path=(request.scope.get("root_path") or "") + "/")
                 return _headers(response)
@@ -213,6 +213,14 @@ def _token_of(request: Request) -> str | None:
     if header.lower().startswith("bearer "):
         return header[7:].strip()
     return request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token")
+
+
+def _own_path(request: Request) -> str:
+    """The request's path as a redirect target that stays on this server: a path beginning with
+    ``//`` or ``/\\`` is another host to a browser (``//evil.example/`` leaves the site), so its
+    leading slashes collapse to one. The path is the request's own, still percent-encoded: only
+    what is left unencoded (a raw backslash, say) is encoded."""
+    return "/" + quote(request.url.path.lstrip("/\\"), safe="/%!$&'()*+,;=:@-._~")
 
 
 def _headers(response: Response) -> Response:

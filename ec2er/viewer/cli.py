@@ -38,6 +38,14 @@ def allowed_hosts(host: str) -> list[str] | None:
     return ["127.0.0.1", "localhost", "[::1]", "::1"] if loopback else None
 
 
+def open_to_others(host: str) -> str:
+    """What a viewer without a token on a non-loopback address warns of."""
+    from ec2er.viewer.app import TOKEN_ENV
+
+    return (f"{host} is reachable from other machines and no token is set (--token, or ${TOKEN_ENV}): "
+            "anyone who can reach it can read this run")
+
+
 def _view(args: argparse.Namespace) -> int:
     import socket
 
@@ -50,8 +58,7 @@ def _view(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port {args.port}: not a port")
     loopback = allowed_hosts(args.host) is not None
     if not loopback and token is None:
-        print(f"warning: {args.host} is reachable from other machines and no token is set "
-              f"(--token, or ${TOKEN_ENV}): anyone who can reach it can read this run")
+        print(f"warning: {open_to_others(args.host)}")
     app = build_app(args.run, token=token, allowed_hosts=allowed_hosts(args.host))
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

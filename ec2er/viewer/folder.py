@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 
 from ec2er.adapters import TRAINING_RECORD
 from ec2er.errors import DataError
+from ec2er.io import json_error
 from ec2er.schemas.facts import (
     CHAIN_SUMMARY,
     STAGE_RECORD,
@@ -117,14 +118,30 @@ class RunFolder:
         return data
 
     def read_json(self, path: str) -> Any | None:
-        """A JSON file, or None when it is absent or not (yet) whole (written atomically, but a
-        reader on another filesystem may still meet a torn one)."""
+        """A JSON file, or None when it is absent or damaged (``damaged`` says which and why)."""
+        return self._load_json(path)[0]
+
+    def damaged(self, path: str) -> str | None:
+        """Why a JSON file that is there cannot be read, in one line naming it; None when it
+        reads or is absent. (Stages write these files atomically, so a damaged one is damaged,
+        not half-written; a reader on another filesystem may rarely meet a torn one, which the
+        page's next refresh shows whole.)"""
+        return self._load_json(path)[1]
+
+    def _load_json(self, path: str) -> tuple[Any | None, str | None]:
         if not self.is_file(path):
-            return None
+            return None, None
+        name = posixpath.relpath(path, self.root) if path.startswith(self.root) else path
         try:
-            return json.loads(self.read_bytes(path))
-        except (ValueError, OSError, DataError):
-            return None
+            return json.loads(self.read_bytes(path)), None
+        except json.JSONDecodeError as e:
+            return None, f"{name}: damaged: {json_error(e)} at line {e.lineno}"
+        except UnicodeDecodeError as e:
+            return None, f"{name}: damaged: not UTF-8 text (byte {e.start})"
+        except DataError as e:
+            return None, f"{name}: {e}".replace(f"{path}: ", "")
+        except OSError as e:
+            return None, f"{name}: cannot be read ({str(e).splitlines()[0]})"
 
     # ---- stages
     def stages(self) -> list[StageFolder]:

@@ -15,12 +15,16 @@ from typing import Any
 
 from ec2er.adapters import TRAINING_RECORD
 from ec2er.schemas.facts import BenchmarkFiles, CuratedFiles, EvaluationFiles, GenerationFiles, TrainingFiles
+from ec2er.schemas.facts import STAGE_RECORD
 from ec2er.viewer.folder import RunFolder, StageFolder
 from ec2er.viewer.jsonl import JsonlFiles, Source, raw_needle, text_contains
 from ec2er.viewer.queries import Results
 
 PREVIEW_SHOWN = 20  # examples of preview.jsonl on the page
 PREVIEW_CHARS = 20_000  # of one example's text
+STATE_FILES = {"generate": (GenerationFiles.STATS, GenerationFiles.PROGRESS, GenerationFiles.FINGERPRINT),
+               "curate": (CuratedFiles.STATS,), "train": (TRAINING_RECORD,),
+               "evaluate": (EvaluationFiles.RESULTS, EvaluationFiles.RESULTS_LENIENT, EvaluationFiles.ROBUSTNESS)}
 
 
 # ---------------------------------------------------------------- overview
@@ -31,8 +35,8 @@ def overview(folder: RunFolder, results: dict[str, Results]) -> dict[str, Any]:
     chain = folder.chain()
     out: dict[str, Any] = {"run": folder.name, "uri": folder.uri,
                            "chain": {"seconds": chain.get("seconds")} if isinstance(chain, dict) else None,
-                           "stages": [{"key": s.key, "label": s.label, "kind": s.kind, "summary": _summary(s, chain)}
-                                      for s in stages]}
+                           "stages": [{"key": s.key, "label": s.label, "kind": s.kind, "summary": _summary(s, chain),
+                                       "damaged": damaged_files(folder, s)} for s in stages]}
     for s in stages:
         part = {"generate": lambda: generation_overview(folder, s, results[s.key]),
                 "curate": lambda: curation_overview(folder, s),
@@ -43,11 +47,19 @@ def overview(folder: RunFolder, results: dict[str, Results]) -> dict[str, Any]:
     return out
 
 
+def damaged_files(folder: RunFolder, stage: StageFolder) -> list[str]:
+    """The stage's JSON records that are there but cannot be read, each named with why: the page
+    shows them as damaged, never as "not written yet"."""
+    names = (STAGE_RECORD, *STATE_FILES.get(stage.kind, ()))
+    found = (folder.damaged(folder.join(stage.key, name)) for name in names)
+    return [problem for problem in found if problem]
+
+
 def _summary(stage: StageFolder, chain: Any) -> dict[str, Any] | None:
     """The stage's summary: the chain's record of it (which also says whether it was reused)."""
     if isinstance(chain, dict):
         for name, summary in (chain.get("stages") or {}).items():
-            if name == stage.key.replace("/", ":") or (isinstance(summary, dict) and summary.get("output", "")
+            if name == stage.key.replace("/", ":") or (isinstance(summary, dict) and str(summary.get("output") or "")
                                                        .rstrip("/").endswith("/" + stage.key)):
                 return summary
     return stage.summary
@@ -188,9 +200,12 @@ def _benchmark_file(source: str, name: str) -> Path | None:
 # ---------------------------------------------------------------- training
 
 def training_overview(folder: RunFolder, stage: StageFolder) -> dict[str, Any]:
-    record = folder.read_json(folder.join(stage.key, TRAINING_RECORD))
+    path = folder.join(stage.key, TRAINING_RECORD)
+    record = folder.read_json(path)
     if not isinstance(record, dict):
-        return {"record": None}
+        damaged = folder.damaged(path) or (f"{TRAINING_RECORD}: damaged: not a JSON object" if record is not None
+                                           else None)
+        return {"record": None, "damaged": damaged}
     loss = record.get("loss") or {}
     return {"record": {"adapter": record.get("adapter"), "base_model": record.get("base_model"),
                        "loss_first": loss.get("first"), "loss_final": loss.get("final"),
@@ -270,7 +285,10 @@ class Predictions:
                 p = json.loads(line)
             except ValueError:
                 continue
-            key = (p.get("protocol"), p.get("language"), p.get("task"), str(p.get("qid")), p.get("rotation", 0))
+            if not isinstance(p, dict):
+                continue
+            # a null rotation is the benchmark's own order, as an absent one is
+            key = (p.get("protocol"), p.get("language"), p.get("task"), str(p.get("qid")), p.get("rotation") or 0)
             group = groups.setdefault(key, {"protocol": key[0], "language": key[1], "task": key[2], "qid": key[3],
                                             "rotation": key[4], "predictions": []})
             group["predictions"].append({**p, "line": number})
@@ -282,8 +300,8 @@ class Predictions:
             group["disagree"] = len(group["predictions"]) > 1 and len(answers) > 1
             group["gold"] = next((p.get("gold") for p in group["predictions"] if p.get("gold") is not None), None)
             out.append(group)
-        out.sort(key=lambda g: (g["protocol"] or "", g["language"] or "", g["task"] or "", _natural(g["qid"]),
-                                g["rotation"]))
+        out.sort(key=lambda g: (str(g["protocol"] or ""), str(g["language"] or ""), str(g["task"] or ""),
+                                _natural(g["qid"]), _natural(str(g["rotation"]))))
         with self._lock:
             self._cache = {path: (version, out)}
         return out

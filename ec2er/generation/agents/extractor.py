@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ec2er.config import SamplingConfig
 from ec2er.generation.agents.base import PromptTemplate, TokenBudget
-from ec2er.generation.extraction import EADraft, EUDraft
+from ec2er.generation.extraction import EADraft, EUDraft, for_persons
 from ec2er.llm import ChatRequest, Message
 from ec2er.schemas.dialogue import Turn
 from ec2er.schemas.taxonomy import EACategory, EAQuestionType, EUFineCategory
@@ -12,32 +12,38 @@ from ec2er.schemas.taxonomy import EACategory, EAQuestionType, EUFineCategory
 EXTRACTOR_SYSTEM = ("You turn therapy dialogues into multiple-choice test items of emotional "
                     "intelligence, in the style of the EmoBench benchmark.")
 
+# The people of the dialogue come first and the subject is one of them (the schema's enum):
+# "{client}" is the client's name, "{persons}" all of them. The instructions speak of answers as
+# sentences in the item's own words: a small model otherwise copies dialogue turns or echoes
+# the instruction itself as its explanation.
 EU_EXTRACTOR = PromptTemplate(
-    name="extractor_eu", version="3", system=EXTRACTOR_SYSTEM,
+    name="extractor_eu", version="4", system=EXTRACTOR_SYSTEM,
     user=(
         "Client background:\n{background}\n\nDialogue:\n{transcript}\n\n"
+        "People: {persons} ({client} is the client).\n"
         "Write ONE Emotional Understanding item of the type '{category}': {category_hint}\n"
         "{focus}"
-        "scenario: a self-contained third-person story (2-5 sentences) built from a moment of the "
-        "dialogue, never mentioning therapy or the emotion itself, naming the people; subject: the "
-        "person asked about, by the name the scenario uses. correct_emotion: what the subject feels; wrong_emotions: 5 other plausible "
-        "emotions; correct_cause: why; wrong_causes: 3-5 other plausible causes; all options "
-        "different. explanation: the reasoning to the correct answers; evidence_turns: the turn "
-        "numbers used."
+        "subject: one of the people. scenario: 2-5 sentences of your own, in the third person, on "
+        "what happened to the subject, by name, never mentioning therapy or the emotion. "
+        "correct_emotion: what the subject feels; wrong_emotions: 5 other guesses. correct_cause: "
+        "a short sentence on why; wrong_causes: 3-5 short sentences, plausible but wrong causes. "
+        "explanation: a sentence or two on how the events lead to the feeling. evidence_turns: "
+        "turn numbers used."
     ),
 )
 
 EA_EXTRACTOR = PromptTemplate(
-    name="extractor_ea", version="3", system=EXTRACTOR_SYSTEM,
+    name="extractor_ea", version="4", system=EXTRACTOR_SYSTEM,
     user=(
         "Client background:\n{background}\n\nDialogue:\n{transcript}\n\n"
+        "People: {persons} ({client} is the client).\n"
         "Write ONE Emotional Application item: category {category} ({category_hint}), question "
         "type {question_type} ({question_hint}).\n{focus}"
-        "scenario: a self-contained third-person story (2-5 sentences) built from a decision point "
-        "of the dialogue, never mentioning therapy, naming the people; subject: the person who must act, "
-        "by the name the scenario uses. best_choice: "
-        "the most effective option; worse_choices: 3-5 other plausible but worse options, all "
-        "different. explanation: why the best choice is best; evidence_turns: the turn numbers used."
+        "subject: one of the people, who must act. scenario: 2-5 sentences of your own, in the "
+        "third person, on the subject's situation, by name, never mentioning therapy. best_choice: "
+        "a short sentence, the most effective thing to do or say; worse_choices: 3-5 short "
+        "sentences, things that help less. explanation: a sentence or two on what the best choice "
+        "achieves. evidence_turns: turn numbers used."
     ),
 )
 
@@ -67,9 +73,13 @@ QUESTION_HINTS: dict[EAQuestionType, str] = {
 
 
 class ExtractorAgent:
+    """``persons``: the people of the dialogue, the client first (``ec2er.generation.persons``);
+    each request's schema makes the subject one of them."""
+
     @staticmethod
     def _prompt(template: PromptTemplate, background: str, turns: list[Turn], sampling: SamplingConfig,
-                budget: TokenBudget, **fields: str) -> list[Message]:
+                budget: TokenBudget, persons: tuple[str, ...], **fields: str) -> list[Message]:
+        fields |= {"client": persons[0], "persons": ", ".join(persons)}
         fixed = template.user_text(background=background, transcript="", **fields)
         room = budget.room(sampling.max_tokens) - budget.count(template.system + fixed) - 32
         user = template.user_text(background=background, transcript=budget.fit_transcript(turns, room),
@@ -77,18 +87,18 @@ class ExtractorAgent:
         return [{"role": "system", "content": template.system}, {"role": "user", "content": user}]
 
     @classmethod
-    def eu_request(cls, background: str, turns: list[Turn], fine: EUFineCategory, focus: str,
-                   sampling: SamplingConfig, budget: TokenBudget) -> ChatRequest:
-        messages = cls._prompt(EU_EXTRACTOR, background, turns, sampling, budget, category=fine.value,
-                               category_hint=EU_HINTS[fine], focus=focus)
-        return ChatRequest(messages, sampling=sampling, response_model=EUDraft)
+    def eu_request(cls, background: str, turns: list[Turn], persons: tuple[str, ...], fine: EUFineCategory,
+                   focus: str, sampling: SamplingConfig, budget: TokenBudget) -> ChatRequest:
+        messages = cls._prompt(EU_EXTRACTOR, background, turns, sampling, budget, persons,
+                               category=fine.value, category_hint=EU_HINTS[fine], focus=focus)
+        return ChatRequest(messages, sampling=sampling, response_model=for_persons(EUDraft, persons))
 
     @classmethod
-    def ea_request(cls, background: str, turns: list[Turn], category: EACategory,
+    def ea_request(cls, background: str, turns: list[Turn], persons: tuple[str, ...], category: EACategory,
                    question_type: EAQuestionType, focus: str, sampling: SamplingConfig,
                    budget: TokenBudget) -> ChatRequest:
-        messages = cls._prompt(EA_EXTRACTOR, background, turns, sampling, budget,
+        messages = cls._prompt(EA_EXTRACTOR, background, turns, sampling, budget, persons,
                                category=category.value, category_hint=EA_HINTS[category],
                                question_type=question_type.value,
                                question_hint=QUESTION_HINTS[question_type], focus=focus)
-        return ChatRequest(messages, sampling=sampling, response_model=EADraft)
+        return ChatRequest(messages, sampling=sampling, response_model=for_persons(EADraft, persons))

@@ -171,24 +171,36 @@ function isLive(p) { return p && p.state === "running" && Date.now() / 1000 - p.
 function watchLive() {
   if (!stagesOf("generate").length) return;
   const tick = async () => {
-    let data;
-    try { data = await api("progress"); } catch (e) { return; }
-    const live = document.getElementById("live");
-    live.replaceChildren();
-    if (isLive(data.progress)) {
-      append(live, [h("span", { class: "dot" }), "generating: " + progressLine(data.progress, data.written)]);
-      const bar = document.getElementById("progress-bar");
-      if (bar) bar.style.width = (100 * (data.progress.fraction || 0)).toFixed(1) + "%";
-      const line = document.getElementById("progress-line");
-      if (line) line.textContent = progressLine(data.progress, data.written);
-    } else if (data.progress && data.progress.state === "running") {
-      append(live, "generation: no progress for " + duration(Date.now() / 1000 - data.progress.updated) + " (stopped?)");
+    let data = null;
+    try {
+      data = await api("progress");
+      showProgress(data);
+    } catch (e) {
+      // one failed poll (the server restarting, a file caught mid-write) must not end live
+      // updates: say so, and try again on the next tick
+      const live = document.getElementById("live");
+      if (live) live.replaceChildren(badge("progress not read: " + e.message + " (retrying)", "warn"));
+    } finally {
+      liveTimer = setTimeout(tick, data && !isLive(data.progress) ? 4 * LIVE_EVERY_MS : LIVE_EVERY_MS);
     }
-    if (lastWritten !== null && data.written !== lastWritten) newDialogues(data.written - lastWritten);
-    lastWritten = data.written;
-    liveTimer = setTimeout(tick, isLive(data.progress) ? LIVE_EVERY_MS : 4 * LIVE_EVERY_MS);
   };
   tick();
+}
+
+function showProgress(data) {
+  const live = document.getElementById("live");
+  live.replaceChildren();
+  if (isLive(data.progress)) {
+    append(live, [h("span", { class: "dot" }), "generating: " + progressLine(data.progress, data.written)]);
+    const bar = document.getElementById("progress-bar");
+    if (bar) bar.style.width = (100 * (data.progress.fraction || 0)).toFixed(1) + "%";
+    const line = document.getElementById("progress-line");
+    if (line) line.textContent = progressLine(data.progress, data.written);
+  } else if (data.progress && data.progress.state === "running") {
+    append(live, "generation: no progress for " + duration(Date.now() / 1000 - data.progress.updated) + " (stopped?)");
+  }
+  if (lastWritten !== null && data.written !== lastWritten) newDialogues(data.written - lastWritten);
+  lastWritten = data.written;
 }
 
 function newDialogues(n) {
@@ -220,6 +232,7 @@ function stageCard(s) {
   const sum = s.summary || {};
   const took = sum.reused ? badge("reused", "info") : sum.seconds !== undefined ? badge(duration(sum.seconds)) : badge("no record yet", "warn");
   return h("div", { class: "card" }, h("h3", {}, s.kind, s.label !== s.kind ? h("span", { class: "muted" }, " " + s.label) : null), took,
+    (s.damaged || []).map(problem => h("p", { class: "damaged" }, badge("damaged", "warn"), " " + problem)),
     h("p", {}, sum.headline || ""),
     sum.counts ? kv(Object.entries(sum.counts).filter(([, v]) => typeof v !== "object" || v === null).map(([k, v]) => [k.replace(/_/g, " "), typeof v === "number" ? num(v) : String(v)])) : null,
     (sum.details || []).length ? h("details", {}, h("summary", {}, "details"), h("ul", { class: "muted" }, sum.details.map(line => h("li", {}, line)))) : null);
@@ -315,8 +328,12 @@ function trainingSection(t) {
   return [h("h2", {}, "Training ", h("span", { class: "muted" }, t.key || ".")),
     h("div", { class: "card" }, r ? kv([["adapter", r.adapter], ["base model", r.base_model], ["examples", num(r.examples)],
       ["loss", `${num(r.loss_first, 3)} → ${num(r.loss_final, 3)}` + (r.val_final !== null && r.val_final !== undefined ? ` (val ${num(r.val_final, 3)})` : "")],
-      ["steps", num(r.steps)], ["tokens/s", num(r.tokens_per_s)]]) : h("p", { class: "muted" }, "no training.json yet (training runs, or failed)"),
+      ["steps", num(r.steps)], ["tokens/s", num(r.tokens_per_s)]]) : noTrainingRecord(t, "no training.json yet (training runs, or failed)"),
       h("p", {}, link("training", { stage: t.key || null }, "loss curve and what is learned")))];
+}
+
+function noTrainingRecord(t, notYet) {
+  return t.damaged ? h("p", { class: "damaged" }, badge("damaged", "warn"), " " + t.damaged) : h("p", { class: "muted" }, notYet);
 }
 
 async function evaluationSection(e) {
@@ -349,7 +366,8 @@ function evalChart(bars) {
     const s = svg("svg", { width: W, height: H, role: "img" });
     s.appendChild(svg("defs", {}, models.map((m, k) => svg("pattern", { id: `hatch-${panel.replace(/\W/g, "")}-${k}`, width: 6, height: 6, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" },
       svg("rect", { width: 6, height: 6, fill: "#fff" }), svg("line", { x1: 0, y1: 0, x2: 0, y2: 6, stroke: colors[k % colors.length], "stroke-width": 3 })))));
-    s.appendChild(svg("text", { x: 4, y: 12 }, panel));
+    const sizes = [...new Set(bars.filter(b => b.language + " " + b.task === panel).map(b => b.n))].sort((a, b) => a - b);
+    s.appendChild(svg("text", { x: 4, y: 12 }, `${panel}, n = ${sizes.length > 1 ? sizes[0] + "-" + sizes[sizes.length - 1] : sizes[0]}`));
     s.appendChild(svg("line", { x1: 40, y1: bottom, x2: W - 4, y2: bottom, stroke: "#999" }));
     for (const tick of [0, 0.5, 1]) {
       const y = bottom - tick * (bottom - top - 10);
@@ -571,7 +589,7 @@ async function trainingPage(params) {
       ["val loss", num(r.val_final, 3)], ["tokens/s", num(r.tokens_per_s)], ["timings", JSON.stringify(r.timings || {})]])));
     parts.push(h("h2", {}, "Loss"), h("div", { class: "card" }, lossChart(t.curves || { train: [], val: [] })));
   } else {
-    parts.push(h("p", { class: "muted" }, "No training.json yet: training is running, or did not finish."));
+    parts.push(noTrainingRecord(t, "No training.json yet: training is running, or did not finish."));
   }
   parts.push(h("h2", {}, "What is learned"), h("p", { class: "legend" }, "The first training examples as the model sees them.",
     h("span", { class: "swatch span trained" }), "carries loss (the answer the model learns, with its end-of-turn token)",

@@ -1,0 +1,38 @@
+"""SIGTERM to a process that started Ray: our handler, installed before the signal is unblocked,
+turns it into ``Terminated`` (a second one is ignored while closing), and the CLI exits 143 with
+one line. (Whole processes stopped by a SIGTERM to their group: test_generation_job.py and
+test_smollm2.py.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+import ec2er.models
+from ec2er.cli import main
+from ec2er.errors import Terminated
+from ec2er.sigterm import ray_start_held
+
+
+def test_a_sigterm_while_ray_starts_waits_for_our_handler_and_a_second_is_ignored():
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(Terminated):
+            with ray_start_held():
+                os.kill(os.getpid(), signal.SIGTERM)  # blocked: were it not, the default would end pytest
+                assert signal.SIGTERM in signal.sigpending()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored while closing
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_command_stopped_by_sigterm_exits_143_with_one_line(monkeypatch, capsys):
+    def stopped() -> list:
+        raise Terminated("stopped by SIGTERM")
+
+    monkeypatch.setattr(ec2er.models, "list_models", stopped)
+    assert main(["models", "list"]) == 143
+    assert capsys.readouterr().err == "ec2er: stopped by SIGTERM\n"
