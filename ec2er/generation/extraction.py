@@ -13,9 +13,12 @@ are replaced from the taxonomy) and otherwise makes the row fail with its reason
 from __future__ import annotations
 
 import random
+import re
+from copy import copy
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -54,25 +57,41 @@ def _decoded_as(pattern: str, min_length: int) -> Any:
 # quotes, braces or newlines, so it cannot wander out of the string either. The length is left
 # to max_tokens (a rambling item fails as truncated): see _decoded_as on bounded repetitions.
 _NEXT_WORD = r"(,? [A-Za-z0-9][a-z0-9'-]*)"
-_SENTENCE = rf"[A-Z][a-z']*{_NEXT_WORD}"
+_CAPITALIZED = r"[A-Z][a-z']*"
 
 
-def _sentences(min_words: int, count: tuple[int, int]) -> str:
-    """count[0] to count[1] sentences of at least ``min_words`` words each."""
-    one = rf"{_SENTENCE}{{{min_words - 1},}}[.!?]"
-    more = rf"( {one}){{{count[0] - 1},{count[1] - 1}}}" if count[1] > 1 else ""
-    return f"^{one}{more}$"
+@dataclass(frozen=True)
+class Sentences:
+    """The shape of a sentence-like field: ``count`` sentences of ``min_words`` words or more."""
+
+    min_words: int
+    count: tuple[int, int]
+    min_chars: int  # what conversion requires (the pattern is for the decoder only)
+
+    def pattern(self, opener: str = _CAPITALIZED) -> str:
+        """``opener``: the first sentence's first word (a dialogue's schema: one of its persons)."""
+        tail = rf"{_NEXT_WORD}{{{self.min_words - 1},}}[.!?]"
+        more = rf"( {_CAPITALIZED}{tail}){{{self.count[0] - 1},{self.count[1] - 1}}}" if self.count[1] > 1 else ""
+        return f"^{opener}{tail}{more}$"
+
+    def annotation(self, opener: str = _CAPITALIZED) -> Any:
+        return _decoded_as(self.pattern(opener), self.min_chars)
 
 
-Scenario = _decoded_as(_sentences(3, (2, 5)), 20)
+SCENARIO = Sentences(3, (2, 5), 20)
+OPTION = Sentences(4, (1, 1), 3)  # "She calls her sister first."
+# 8 words at least: more than an echo of the instruction's own phrase ("Why the best choice is best.")
+EXPLANATION = Sentences(8, (1, 2), 10)
+
+Scenario = SCENARIO.annotation()
 # EmoBench's subjects are a name or a short noun phrase ("Kai", "Jane's mother", "the waitress"):
 # one to three words of letters, so a small model cannot put a clause (or a brace) where the name
 # belongs. The pattern bounds the length itself: xgrammar cannot combine a pattern with
 # minLength/maxLength (vLLM refuses such a schema). A dialogue's own schema narrows it to the
 # dialogue's persons (for_persons).
 Subject = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z'-]{0,19}( [A-Za-z'-]{1,20}){0,2}$")]
-Option = _decoded_as(_sentences(4, (1, 1)), 3)  # "She calls her sister first."
-Explanation = _decoded_as(_sentences(6, (1, 2)), 10)
+Option = OPTION.annotation()
+Explanation = EXPLANATION.annotation()
 
 
 WRONG_EMOTIONS = EU_EMOTION_OPTIONS - 1
@@ -82,6 +101,9 @@ WORSE_CHOICES = EA_OPTIONS - 1
 
 class _Draft(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    # field -> its sentence shape, which a dialogue's schema opens with one of its persons
+    SENTENCE_FIELDS: ClassVar[dict[str, Sentences]]
 
 
 class EUDraft(_Draft):
@@ -99,6 +121,9 @@ class EUDraft(_Draft):
     explanation: Explanation = Field(description="the emotional reasoning that leads to the answers")
     evidence_turns: list[TurnIndex] = Field(default_factory=list, max_length=4)
 
+    SENTENCE_FIELDS = {"scenario": SCENARIO, "correct_cause": OPTION, "wrong_causes": OPTION,
+                       "explanation": EXPLANATION}
+
 
 class EADraft(_Draft):
     """One Emotional Application item as the extractor writes it (the best option by name)."""
@@ -110,17 +135,29 @@ class EADraft(_Draft):
     explanation: Explanation
     evidence_turns: list[TurnIndex] = Field(default_factory=list, max_length=4)
 
+    SENTENCE_FIELDS = {"scenario": SCENARIO, "best_choice": OPTION, "worse_choices": OPTION,
+                       "explanation": EXPLANATION}
+
 
 Draft = TypeVar("Draft", bound=_Draft)
 
 
 @lru_cache(maxsize=1024)
 def for_persons(draft: type[Draft], persons: tuple[str, ...]) -> type[Draft]:
-    """``draft`` with ``subject`` one of ``persons``, the people of the dialogue: a dialogue's
-    schema for constrained decoding (same name, so logs and engines see EUDraft/EADraft)."""
-    subject = draft.model_fields["subject"]
-    return create_model(draft.__name__, __base__=draft, __doc__=draft.__doc__,
-                        subject=(Literal[persons], Field(description=subject.description)))
+    """``draft`` with ``subject`` one of ``persons``, the people of the dialogue, and every
+    answer, scenario and explanation opening with one of them ("Amira tells her sister ...",
+    "Amira's boss ..."): a dialogue's schema for constrained decoding (same name, so logs and
+    engines see EUDraft/EADraft). A small model otherwise fills these with the instruction's own
+    phrases ("A sentence or two on ...") or the therapist's lines, none of them about anyone."""
+    opener = "(" + "|".join(re.escape(p) for p in persons) + ")('s)?"
+    fields: dict[str, Any] = {"subject": (Literal[persons], Field(description=draft.model_fields["subject"].description))}
+    for name, shape in draft.SENTENCE_FIELDS.items():
+        field, sentence = draft.model_fields[name], shape.annotation(opener)
+        if get_origin(field.annotation) is list:  # the list's bounds stay, its items change
+            fields[name] = (list[sentence], copy(field))
+        else:  # a new field: the old one's schema would set the old pattern again
+            fields[name] = (sentence, Field(description=field.description))
+    return create_model(draft.__name__, __base__=draft, __doc__=draft.__doc__, **fields)
 
 
 def _distinct_wrong(gold: str, wrong: list[str], need: int, field: str) -> list[str]:

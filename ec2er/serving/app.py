@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 
 from ec2er.adapters import check_name
+from ec2er.safety.rail import RailConfig, SafetyRail
 from ec2er.serving.config import RequestLimits
 from ec2er.serving.engine import ServedEngine
 from ec2er.serving.resolver import adapter_cards
@@ -36,8 +37,11 @@ AuthenticationMiddleware = vllm_symbol("vllm.entrypoints.serve.middleware.authen
 GUARDED_PREFIX = vllm_symbol("vllm.entrypoints.serve.middleware.authenticate:GUARDED_PREFIX")
 
 
-def build_app(served: ServedEngine, api_key: str | None, limits: RequestLimits) -> FastAPI:
+def build_app(served: ServedEngine, api_key: str | None, limits: RequestLimits,
+              safety: RailConfig | None = None) -> FastAPI:
     app = FastAPI(title="ec2er", docs_url=None, redoc_url=None)
+    if safety is not None and safety.enabled:  # added first: runs after the key and size checks
+        app.add_middleware(SafetyRail, config=safety)
     app.state._state.update(served.state._state)  # the handlers read vLLM's serving objects here
     # vLLM's engine-error handler flips state.server.should_exit (uvicorn's flag); Serve runs no
     # uvicorn of ours and restarts a replica whose engine died through check_health instead.

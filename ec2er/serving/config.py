@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from ec2er.adapters import DEFAULT_REGISTRY
 from ec2er.config import RayJobConfig, StrictModel, VLLMEngineConfig, read_secret
 from ec2er.errors import ConfigError
+from ec2er.safety.rail import RailConfig
 from ec2er.schemas.facts import DEFAULT_MODEL
 
 OBJECT_STORAGE_SCHEMES = ("s3://", "gs://", "abfss://", "azure://")  # ray.serve.llm's LoraConfig check
@@ -210,6 +211,8 @@ class ServeConfig(StrictModel):
                                           "each its own deployment, engine and scaling; a request goes to the "
                                           "base its `model` names, an adapter to the base it was trained on")
     ray_serve_llm: RayServeLLMConfig | None = None
+    safety: RailConfig | None = Field(None, description="the crisis rail: requests assessed before the model, "
+                                                        "replies after it (ec2er.safety.rail); off when absent")
     ray: RayJobConfig = Field(RayJobConfig(), description="the cluster to serve on (address; default "
                                                           "RAY_ADDRESS or a local Ray started for the server)")
     log_dir: Path = Field(Path("runs/serve"), description="where `ec2er serve` writes engine and Ray logs")

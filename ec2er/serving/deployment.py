@@ -37,7 +37,7 @@ class OpenAIReplica:
     def build_app(self) -> Any:
         from ec2er.serving.app import build_app
 
-        return build_app(self.served, self.api_key, self.config.limits)
+        return build_app(self.served, self.api_key, self.config.limits, self.config.safety)
 
     async def forward(self, method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]],
                       body: bytes) -> AsyncIterator[dict[str, Any]]:

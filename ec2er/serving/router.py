@@ -10,7 +10,8 @@ models, error bodies, streaming, our limits and name checks): one serve path, no
 Routing: the base's served name goes to that base; a registry adapter to the base it was trained
 on (the registry records it); an adapter of a base this endpoint does not serve is a 404 that
 says so; any other name goes to the first base, whose vLLM layer answers it (an unknown model is
-404, a name that could reach outside the registry 400). ``/v1/models`` lists every base with its
+404, a name that could reach outside the registry 400, and a request naming no model is the first
+base's, as vLLM serves its one model). ``/v1/models`` lists every base with its
 adapters; ``/health`` is healthy when every base is.
 """
 

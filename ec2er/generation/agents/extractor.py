@@ -13,37 +13,40 @@ EXTRACTOR_SYSTEM = ("You turn therapy dialogues into multiple-choice test items 
                     "intelligence, in the style of the EmoBench benchmark.")
 
 # The people of the dialogue come first and the subject is one of them (the schema's enum):
-# "{client}" is the client's name, "{persons}" all of them. The instructions speak of answers as
-# sentences in the item's own words: a small model otherwise copies dialogue turns or echoes
-# the instruction itself as its explanation.
+# "{client}" is the client's name, "{persons}" all of them; the schema opens every sentence field
+# with one of the names (extraction.for_persons). The instructions ask for answers as
+# short sentences of the model's own: a small model otherwise copies dialogue turns. Curation's
+# reader checks reject an explanation that echoes these texts (ec2er.curation.sense).
 EU_EXTRACTOR = PromptTemplate(
-    name="extractor_eu", version="4", system=EXTRACTOR_SYSTEM,
+    name="extractor_eu", version="5", system=EXTRACTOR_SYSTEM,
     user=(
         "Client background:\n{background}\n\nDialogue:\n{transcript}\n\n"
-        "People: {persons} ({client} is the client).\n"
+        "People: {persons} ({client} is the client). Begin the scenario, each cause and the "
+        "explanation with one of their names.\n"
         "Write ONE Emotional Understanding item of the type '{category}': {category_hint}\n"
         "{focus}"
-        "subject: one of the people. scenario: 2-5 sentences of your own, in the third person, on "
-        "what happened to the subject, by name, never mentioning therapy or the emotion. "
+        "scenario: 2-5 sentences of your own on what happened to the subject, never mentioning "
+        "therapy or the emotion. "
         "correct_emotion: what the subject feels; wrong_emotions: 5 other guesses. correct_cause: "
         "a short sentence on why; wrong_causes: 3-5 short sentences, plausible but wrong causes. "
-        "explanation: a sentence or two on how the events lead to the feeling. evidence_turns: "
-        "turn numbers used."
+        "explanation: the reasoning to the correct answers, how the events lead to the feeling. "
+        "evidence_turns: turn numbers used."
     ),
 )
 
 EA_EXTRACTOR = PromptTemplate(
-    name="extractor_ea", version="4", system=EXTRACTOR_SYSTEM,
+    name="extractor_ea", version="5", system=EXTRACTOR_SYSTEM,
     user=(
         "Client background:\n{background}\n\nDialogue:\n{transcript}\n\n"
-        "People: {persons} ({client} is the client).\n"
+        "People: {persons} ({client} is the client). Begin the scenario, each choice and the "
+        "explanation with one of their names.\n"
         "Write ONE Emotional Application item: category {category} ({category_hint}), question "
         "type {question_type} ({question_hint}).\n{focus}"
-        "subject: one of the people, who must act. scenario: 2-5 sentences of your own, in the "
-        "third person, on the subject's situation, by name, never mentioning therapy. best_choice: "
+        "subject: the one who must act. scenario: 2-5 sentences of your own on the subject's "
+        "situation, never mentioning therapy. best_choice: "
         "a short sentence, the most effective thing to do or say; worse_choices: 3-5 short "
-        "sentences, things that help less. explanation: a sentence or two on what the best choice "
-        "achieves. evidence_turns: turn numbers used."
+        "sentences, things that help less. explanation: why the best choice is best, what it "
+        "achieves for the subject. evidence_turns: turn numbers used."
     ),
 )
 
