@@ -84,7 +84,8 @@ GROUPS = {
 # Groups that take minutes (measured on 2 cores), longest first: the workers take groups in
 # collection order, so the long ones start early and the short ones fill the gaps at the end.
 LONG_GROUPS = ["multinode", "tests/test_smollm2.py", "tests/test_training_slow.py", "tests/test_generation_slow.py",
-               "training-driver", "tests/test_generation_job.py", "tests/test_serving.py",
+               "training-driver", "tests/test_architectures.py", "tests/test_generation_job.py",
+               "tests/test_serving.py", "tests/test_serving_bases.py", "tests/test_gemma3.py",
                "tests/test_serving_cli.py", "tiny-engine"]
 
 

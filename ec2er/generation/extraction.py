@@ -40,9 +40,8 @@ TurnIndex = Literal[tuple(range(MAX_TURNS))]  # type: ignore[valid-type]
 def _decoded_as(pattern: str, min_length: int) -> Any:
     """A string of at least ``min_length`` characters whose schema, for the decoder, is
     ``pattern`` instead: conversion accepts what EmoBench's layout does ("say yes"), decoding is
-    steered to sentences. The pattern replaces the length bounds in the schema: xgrammar cannot
-    combine them (vLLM refuses such a schema), and bounded repetitions cost seconds of grammar
-    compilation per schema, which a dialogue's own schema (its persons) pays every time."""
+    steered to sentences. The pattern replaces the length bound in the schema: xgrammar cannot
+    combine them (vLLM refuses such a schema)."""
 
     def schema(json_schema: dict[str, Any]) -> None:
         json_schema.pop("minLength", None)
@@ -54,23 +53,24 @@ def _decoded_as(pattern: str, min_length: int) -> Any:
 # Sentences of words: a capital, words of letters separated by single spaces (a comma allowed),
 # a full stop. A small model otherwise answers with schema words ("worst_choices"), one word
 # ("furthermore"), timestamps, runs of letters or cut-off fragments, none of them an answer. No
-# quotes, braces or newlines, so it cannot wander out of the string either. The length is left
-# to max_tokens (a rambling item fails as truncated): see _decoded_as on bounded repetitions.
-_NEXT_WORD = r"(,? [A-Za-z0-9][a-z0-9'-]*)"
-_CAPITALIZED = r"[A-Z][a-z']*"
+# quotes, braces or newlines, so it cannot wander out of the string either. Words and sentences
+# are bounded so that any model (a random one too) closes the object within max_tokens; those
+# bounds make each dialogue's schema (for_persons) take a few seconds to compile.
+_NEXT_WORD = r"(,? [A-Za-z0-9][a-z0-9'-]{0,14})"
+_CAPITALIZED = r"[A-Z][a-z']{0,14}"
 
 
 @dataclass(frozen=True)
 class Sentences:
-    """The shape of a sentence-like field: ``count`` sentences of ``min_words`` words or more."""
+    """The shape of a sentence-like field: ``count`` sentences of ``words`` words each."""
 
-    min_words: int
+    words: tuple[int, int]
     count: tuple[int, int]
     min_chars: int  # what conversion requires (the pattern is for the decoder only)
 
     def pattern(self, opener: str = _CAPITALIZED) -> str:
-        """``opener``: the first sentence's first word (a dialogue's schema: one of its persons)."""
-        tail = rf"{_NEXT_WORD}{{{self.min_words - 1},}}[.!?]"
+        """``opener``: the first sentence's first word (for_persons: one of the persons)."""
+        tail = rf"{_NEXT_WORD}{{{self.words[0] - 1},{self.words[1] - 1}}}[.!?]"
         more = rf"( {_CAPITALIZED}{tail}){{{self.count[0] - 1},{self.count[1] - 1}}}" if self.count[1] > 1 else ""
         return f"^{opener}{tail}{more}$"
 
@@ -78,10 +78,10 @@ class Sentences:
         return _decoded_as(self.pattern(opener), self.min_chars)
 
 
-SCENARIO = Sentences(3, (2, 5), 20)
-OPTION = Sentences(4, (1, 1), 3)  # "She calls her sister first."
+SCENARIO = Sentences((3, 20), (2, 4), 20)
+OPTION = Sentences((4, 16), (1, 1), 3)  # "She calls her sister first."
 # 8 words at least: more than an echo of the instruction's own phrase ("Why the best choice is best.")
-EXPLANATION = Sentences(8, (1, 2), 10)
+EXPLANATION = Sentences((8, 25), (1, 2), 10)
 
 Scenario = SCENARIO.annotation()
 # EmoBench's subjects are a name or a short noun phrase ("Kai", "Jane's mother", "the waitress"):
@@ -144,11 +144,12 @@ Draft = TypeVar("Draft", bound=_Draft)
 
 @lru_cache(maxsize=1024)
 def for_persons(draft: type[Draft], persons: tuple[str, ...]) -> type[Draft]:
-    """``draft`` with ``subject`` one of ``persons``, the people of the dialogue, and every
-    answer, scenario and explanation opening with one of them ("Amira tells her sister ...",
-    "Amira's boss ..."): a dialogue's schema for constrained decoding (same name, so logs and
-    engines see EUDraft/EADraft). A small model otherwise fills these with the instruction's own
-    phrases ("A sentence or two on ...") or the therapist's lines, none of them about anyone."""
+    """``draft`` with ``subject`` one of ``persons`` and every answer, scenario and explanation
+    opening with one of them ("Amira tells her sister ...", "Amira's boss ..."), for constrained
+    decoding (same name, so logs and engines see EUDraft/EADraft). A small model otherwise fills
+    these with the instruction's own phrases ("A sentence or two on ...") or the therapist's
+    lines, none of them about anyone. The generator passes the client's name
+    (``ec2er.generation.persons``)."""
     opener = "(" + "|".join(re.escape(p) for p in persons) + ")('s)?"
     fields: dict[str, Any] = {"subject": (Literal[persons], Field(description=draft.model_fields["subject"].description))}
     for name, shape in draft.SENTENCE_FIELDS.items():

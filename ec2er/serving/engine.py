@@ -39,10 +39,10 @@ def _gated_engine_class(gate: BatchGate) -> type:
 
 
 def separate_base_batches(config: ServeConfig) -> bool:
-    from ec2er.llm.vllm_engine import is_cpu_build
+    from ec2er.llm.vllm_fixes import mixed_lora_batches_are_exact
 
     wanted = config.engine.separate_base_batches
-    return is_cpu_build() if wanted is None else wanted
+    return not mixed_lora_batches_are_exact() if wanted is None else wanted
 
 
 def with_max_tokens(kwargs: dict[str, Any], limit: int | None) -> dict[str, Any]:

@@ -12,20 +12,19 @@ from ec2er.schemas.taxonomy import EACategory, EAQuestionType, EUFineCategory
 EXTRACTOR_SYSTEM = ("You turn therapy dialogues into multiple-choice test items of emotional "
                     "intelligence, in the style of the EmoBench benchmark.")
 
-# The people of the dialogue come first and the subject is one of them (the schema's enum):
-# "{client}" is the client's name, "{persons}" all of them; the schema opens every sentence field
-# with one of the names (extraction.for_persons). The instructions ask for answers as
-# short sentences of the model's own: a small model otherwise copies dialogue turns. Curation's
+# "{client}" is the client's name (ec2er.generation.persons), the item's subject: the schema
+# opens every sentence field with a name (extraction.for_persons). The instructions ask for
+# answers as short sentences of the model's own: a small model otherwise copies turns. Curation's
 # reader checks reject an explanation that echoes these texts (ec2er.curation.sense).
 EU_EXTRACTOR = PromptTemplate(
-    name="extractor_eu", version="5", system=EXTRACTOR_SYSTEM,
+    name="extractor_eu", version="6", system=EXTRACTOR_SYSTEM,
     user=(
         "Client background:\n{background}\n\nDialogue:\n{transcript}\n\n"
-        "People: {persons} ({client} is the client). Begin the scenario, each cause and the "
-        "explanation with one of their names.\n"
+        "The subject is the client, {client}. Begin the scenario, each cause and the explanation "
+        "with {client}'s name.\n"
         "Write ONE Emotional Understanding item of the type '{category}': {category_hint}\n"
         "{focus}"
-        "scenario: 2-5 sentences of your own on what happened to the subject, never mentioning "
+        "scenario: 2-4 sentences of your own on what happened to the subject, never mentioning "
         "therapy or the emotion. "
         "correct_emotion: what the subject feels; wrong_emotions: 5 other guesses. correct_cause: "
         "a short sentence on why; wrong_causes: 3-5 short sentences, plausible but wrong causes. "
@@ -35,16 +34,16 @@ EU_EXTRACTOR = PromptTemplate(
 )
 
 EA_EXTRACTOR = PromptTemplate(
-    name="extractor_ea", version="5", system=EXTRACTOR_SYSTEM,
+    name="extractor_ea", version="6", system=EXTRACTOR_SYSTEM,
     user=(
         "Client background:\n{background}\n\nDialogue:\n{transcript}\n\n"
-        "People: {persons} ({client} is the client). Begin the scenario, each choice and the "
-        "explanation with one of their names.\n"
+        "The subject is the client, {client}. Begin the scenario, each choice and the explanation "
+        "with {client}'s name.\n"
         "Write ONE Emotional Application item: category {category} ({category_hint}), question "
         "type {question_type} ({question_hint}).\n{focus}"
-        "subject: the one who must act. scenario: 2-5 sentences of your own on the subject's "
-        "situation, never mentioning therapy. best_choice: "
-        "a short sentence, the most effective thing to do or say; worse_choices: 3-5 short "
+        "scenario: 2-4 sentences of your own on the subject's situation, never mentioning "
+        "therapy. best_choice: a short sentence, the most effective thing to do or say; "
+        "worse_choices: 3-5 short "
         "sentences, things that help less. explanation: why the best choice is best, what it "
         "achieves for the subject. evidence_turns: turn numbers used."
     ),
@@ -76,13 +75,15 @@ QUESTION_HINTS: dict[EAQuestionType, str] = {
 
 
 class ExtractorAgent:
-    """``persons``: the people of the dialogue, the client first (``ec2er.generation.persons``);
-    each request's schema makes the subject one of them."""
+    """``client``: the client's name (``ec2er.generation.persons``), the items' subject: the
+    schema makes it the subject and the first word of every sentence field. (With the run's whole
+    roster of names allowed, one schema for all dialogues, the 135M model wrote other clients'
+    names: 2 items kept of 10 instead of 7 of 24, measured on mads-tiny.)"""
 
     @staticmethod
     def _prompt(template: PromptTemplate, background: str, turns: list[Turn], sampling: SamplingConfig,
-                budget: TokenBudget, persons: tuple[str, ...], **fields: str) -> list[Message]:
-        fields |= {"client": persons[0], "persons": ", ".join(persons)}
+                budget: TokenBudget, client: str, **fields: str) -> list[Message]:
+        fields |= {"client": client}
         fixed = template.user_text(background=background, transcript="", **fields)
         room = budget.room(sampling.max_tokens) - budget.count(template.system + fixed) - 32
         user = template.user_text(background=background, transcript=budget.fit_transcript(turns, room),
@@ -90,18 +91,18 @@ class ExtractorAgent:
         return [{"role": "system", "content": template.system}, {"role": "user", "content": user}]
 
     @classmethod
-    def eu_request(cls, background: str, turns: list[Turn], persons: tuple[str, ...], fine: EUFineCategory,
+    def eu_request(cls, background: str, turns: list[Turn], client: str, fine: EUFineCategory,
                    focus: str, sampling: SamplingConfig, budget: TokenBudget) -> ChatRequest:
-        messages = cls._prompt(EU_EXTRACTOR, background, turns, sampling, budget, persons,
+        messages = cls._prompt(EU_EXTRACTOR, background, turns, sampling, budget, client,
                                category=fine.value, category_hint=EU_HINTS[fine], focus=focus)
-        return ChatRequest(messages, sampling=sampling, response_model=for_persons(EUDraft, persons))
+        return ChatRequest(messages, sampling=sampling, response_model=for_persons(EUDraft, (client,)))
 
     @classmethod
-    def ea_request(cls, background: str, turns: list[Turn], persons: tuple[str, ...], category: EACategory,
+    def ea_request(cls, background: str, turns: list[Turn], client: str, category: EACategory,
                    question_type: EAQuestionType, focus: str, sampling: SamplingConfig,
                    budget: TokenBudget) -> ChatRequest:
-        messages = cls._prompt(EA_EXTRACTOR, background, turns, sampling, budget, persons,
+        messages = cls._prompt(EA_EXTRACTOR, background, turns, sampling, budget, client,
                                category=category.value, category_hint=EA_HINTS[category],
                                question_type=question_type.value,
                                question_hint=QUESTION_HINTS[question_type], focus=focus)
-        return ChatRequest(messages, sampling=sampling, response_model=for_persons(EADraft, persons))
+        return ChatRequest(messages, sampling=sampling, response_model=for_persons(EADraft, (client,)))

@@ -1,6 +1,6 @@
 """What a careful reader sees in curation's output, before and after the reader checks.
 
-    python jobs/audit_curation.py --input runs/demo/generate --config pipelines/curate-tiny.yaml \
+    python -m ec2er.curation.audit --input runs/demo/generate --config pipelines/curate-tiny.yaml \
         [--n 20] [--seed 0] [--dialogue] [--set checks.copy_similarity=85]
 
 Curates the generation run twice into a temporary folder (no judge, no engine: seconds): once with
@@ -21,15 +21,13 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ec2er.config import load_config, parse_override  # noqa: E402
-from ec2er.curation.config import CurateConfig  # noqa: E402
-from ec2er.curation.pipeline import curate, dialogue_texts, read_dialogue_rows  # noqa: E402
-from ec2er.io import read_jsonl  # noqa: E402
-from ec2er.schemas import parse_item  # noqa: E402
-from ec2er.schemas.facts import CuratedFiles  # noqa: E402
-from ec2er.schemas.prompts import question_text  # noqa: E402
+from ec2er.config import load_config, parse_override
+from ec2er.curation.config import CurateConfig
+from ec2er.curation.pipeline import curate, dialogue_texts, read_dialogue_rows
+from ec2er.io import read_jsonl
+from ec2er.schemas import parse_item
+from ec2er.schemas.facts import CuratedFiles
+from ec2er.schemas.prompts import question_text
 
 
 def _kept(out: Path) -> list[dict]:
