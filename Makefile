@@ -59,14 +59,19 @@ TEST_WORKERS ?= 2
 test: $(STAMP) $(BROWSER)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
+# Each benchmark runs through the recorder: its output as before, and its result (the last line)
+# appended with the commit and the machine to the benchmark history; see the last runs side by
+# side with `$(PY) jobs/bench_history.py show`.
+BENCH_RECORD := $(PY) jobs/bench_history.py record --
+
 # One after another: each wants both cores.
 bench: $(STAMP)
-	$(PY) jobs/bench_generate.py --n 16 --min-turns 4 --max-turns 8
-	$(PY) jobs/bench_scale.py
-	$(PY) jobs/bench_train.py
-	$(PY) jobs/bench_serve.py
-	$(PY) jobs/bench_bases.py
-	$(PY) jobs/bench_safety.py
-	$(PY) jobs/bench_dedup.py
-	$(PY) jobs/bench_view.py
-	$(PY) jobs/bench_cluster.py
+	$(BENCH_RECORD) $(PY) jobs/bench_generate.py --n 16 --min-turns 4 --max-turns 8
+	$(BENCH_RECORD) $(PY) jobs/bench_scale.py
+	$(BENCH_RECORD) $(PY) jobs/bench_train.py
+	$(BENCH_RECORD) $(PY) jobs/bench_serve.py
+	$(BENCH_RECORD) $(PY) jobs/bench_bases.py
+	$(BENCH_RECORD) $(PY) jobs/bench_safety.py
+	$(BENCH_RECORD) $(PY) jobs/bench_dedup.py
+	$(BENCH_RECORD) $(PY) jobs/bench_view.py
+	$(BENCH_RECORD) $(PY) jobs/bench_cluster.py
