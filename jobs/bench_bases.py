@@ -1,7 +1,7 @@
 """Benchmark: one endpoint serving two base models (``more_models``) and an adapter of each, asked
 at once, against each base model (with its adapter) asked alone.
 
-Starts the serving recipe (default serve/demo.yaml: SmolLM2-135M-Instruct and Gemma 3 270M) on
+Starts the serving recipe (default serve/two-bases.yaml: SmolLM2-135M-Instruct and Gemma 3 270M) on
 127.0.0.1 with a temporary registry holding one random stand-in adapter per base, then runs three
 phases, interleaved and repeated as jobs/benchlib.py does (--repeats rounds):
   first    requests round-robin over the first base and its adapter
@@ -14,7 +14,7 @@ share the cores. The LAST line is one JSON object: per-phase median figures, ``b
 and ``both_vs_second`` (requests/s ratios within a round) with their spread, and errors.
 Requests go only to 127.0.0.1, bounded in count and time.
 
-    python jobs/bench_bases.py --config serve/demo.yaml --requests 24 --concurrency 8 --repeats 3
+    python jobs/bench_bases.py --config serve/two-bases.yaml --requests 24 --concurrency 8 --repeats 3
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from bench_serve import LOCAL_HOSTS, MAX_REQUESTS, _phase, _print  # noqa: E402
 
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", type=Path, default=Path("serve/demo.yaml"), help="serving recipe with more_models")
+    p.add_argument("--config", type=Path, default=Path("serve/two-bases.yaml"), help="serving recipe with more_models")
     p.add_argument("--port", type=int, default=8012, help="port of the server this benchmark starts")
     p.add_argument("--requests", type=int, default=24, help=f"requests per phase (at most {MAX_REQUESTS})")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
