@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ec2er.errors import DataError, Ec2erError
@@ -120,6 +120,19 @@ def _unreadable_rows(error: BaseException) -> str | None:
 
     import pyarrow as pa
 
+    for e in _causes(error):
+        found = re.findall(r"^\S*\b(?:ArrowInvalid|ArrowTypeError): (.+)$", str(e), flags=re.MULTILINE)
+        if found:
+            return found[-1].strip()
+        if isinstance(e, (pa.ArrowInvalid, pa.ArrowTypeError)):
+            lines = str(e).strip().splitlines()
+            return lines[-1] if lines else type(e).__name__
+    return None
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and everything it wraps, once each: Python's cause and context, and the ``cause``
+    Ray's task errors carry."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [error]
     while todo:
@@ -127,14 +140,8 @@ def _unreadable_rows(error: BaseException) -> str | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        found = re.findall(r"^\S*\b(?:ArrowInvalid|ArrowTypeError): (.+)$", str(e), flags=re.MULTILINE)
-        if found:
-            return found[-1].strip()
-        if isinstance(e, (pa.ArrowInvalid, pa.ArrowTypeError)):
-            lines = str(e).strip().splitlines()
-            return lines[-1] if lines else type(e).__name__
+        yield e
         todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-    return None
 
 
 # ---------------------------------------------------------------- pass 2: the dialogues
@@ -339,19 +346,12 @@ def _failed_dialogue(error: BaseException) -> DialogueFailed | None:
     across processes, with the original's traceback as text, so the line is found in the text."""
     import re
 
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [error]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in _causes(error):
         if type(e) is DialogueFailed:  # raised in this process
             return e
         found = re.findall(rf"^\S*\b{DialogueFailed.__name__}: (.+)$", str(e), flags=re.MULTILINE)
         if found:
             return DialogueFailed(found[-1].strip())
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
     return None
 
 
