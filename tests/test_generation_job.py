@@ -150,7 +150,7 @@ def test_a_sigterm_to_the_drivers_group_stops_it_with_143_and_no_stack(tmp_path)
     # driver's core worker logs its errors (ray-project/ray#57733's line) to logs/native.log, not here
     assert err == "ec2er: stopped by SIGTERM\n", err[-3000:]
     assert "SIGTERM received" not in native.read_text()
-    _, alive = psutil.wait_procs(family, timeout=60)  # Ray stops its own processes after a grace each; slower under load
+    _, alive = psutil.wait_procs(family, timeout=60)  # Ray stops each after a grace; slower under load
     assert alive == [], [(p.pid, p.name()) for p in alive]
 
 
