@@ -31,18 +31,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import benchlib  # noqa: E402  (jobs/, this script's folder)
-from bench_serve import LOCAL_HOSTS, MAX_REQUESTS, _phase, _print  # noqa: E402
+from bench_serve import LOCAL_HOSTS, MAX_REQUESTS, _phase, _print, add_load_arguments  # noqa: E402
 
 
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=Path("serve/two-bases.yaml"), help="serving recipe with more_models")
     p.add_argument("--port", type=int, default=8012, help="port of the server this benchmark starts")
-    p.add_argument("--requests", type=int, default=24, help=f"requests per phase (at most {MAX_REQUESTS})")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
-    p.add_argument("--max-tokens", type=int, default=32, help="output tokens per request (exactly)")
-    p.add_argument("--time-limit", type=float, default=1800, help="seconds for all rounds and phases together")
-    p.add_argument("--timeout", type=float, default=180, help="seconds one request may take")
+    add_load_arguments(p, requests=24, timeout=180)
     benchlib.add_repeats_argument(p)
     args = p.parse_args()
     args.api_key = "unused"

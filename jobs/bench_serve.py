@@ -49,6 +49,15 @@ SCENARIOS = ["lost their job after ten years", "was praised by a mentor in front
              "moved to a city where they know nobody", "won a small prize by surprise"]
 
 
+def add_load_arguments(p: argparse.ArgumentParser, requests: int, timeout: float) -> None:
+    """The load a phase sends (this benchmark's and bench_bases.py's)."""
+    p.add_argument("--requests", type=int, default=requests, help=f"requests per phase (at most {MAX_REQUESTS})")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    p.add_argument("--max-tokens", type=int, default=32, help="output tokens per request (exactly)")
+    p.add_argument("--time-limit", type=float, default=1800, help="seconds for all rounds and phases together")
+    p.add_argument("--timeout", type=float, default=timeout, help="seconds one request may take")
+
+
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=Path("serve/demo.yaml"), help="serving recipe")
@@ -56,11 +65,7 @@ def _args() -> argparse.Namespace:
                                  "(http://127.0.0.1:PORT/v1) instead of starting one")
     p.add_argument("--port", type=int, default=8011, help="port of the server this benchmark starts")
     p.add_argument("--adapters", type=int, default=3, help="random stand-in adapters to serve")
-    p.add_argument("--requests", type=int, default=48, help=f"requests per phase (at most {MAX_REQUESTS})")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
-    p.add_argument("--max-tokens", type=int, default=32, help="output tokens per request (exactly)")
-    p.add_argument("--time-limit", type=float, default=1800, help="seconds for all rounds and phases together")
-    p.add_argument("--timeout", type=float, default=120, help="seconds one request may take")
+    add_load_arguments(p, requests=48, timeout=120)
     p.add_argument("--api-key", default="unused", help="bearer token, if the server wants one")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the serving recipe (e.g. engine.max_loras=4), repeatable")
