@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from ec2er import __version__
 from ec2er.errors import Ec2erError, Terminated
@@ -140,6 +142,21 @@ def job_main(command: list[str], argv: list[str]) -> int:
     return main([*shared, *command, *(a for a in argv if a not in GLOBAL_FLAGS)])
 
 
+def exit_stopped() -> NoReturn:
+    """The ``ec2er`` command, stopped by SIGTERM once its work is stopped: stop this process's Ray
+    (what Ray's exit hook would do) and end now with 143. Left to the interpreter's exit, the
+    status was at times 1 (under load, in the suite), not 143: an exit hook, or Ray's core worker
+    finding its raylet gone, ends the process its own way, and a supervisor reads a crash."""
+    try:
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_STATUS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -157,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Terminated:
         print("ec2er: stopped by SIGTERM", file=sys.stderr)
+        if argv is None:
+            exit_stopped()
         return EXIT_STATUS
     except KeyboardInterrupt:
         print("ec2er: interrupted", file=sys.stderr)

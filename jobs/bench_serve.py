@@ -66,6 +66,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8011, help="port of the server this benchmark starts")
     p.add_argument("--adapters", type=int, default=3, help="random stand-in adapters to serve")
     add_load_arguments(p, requests=48, timeout=120)
+    p.add_argument("--rail", action="store_true",
+                   help="serve with the crisis rail on (the recipe's safety: block, or its defaults) and "
+                        "report the time it adds to each request (its Server-Timing entry): rail_p50_ms, "
+                        "rail_p99_ms")
     p.add_argument("--api-key", default="unused", help="bearer token, if the server wants one")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the serving recipe (e.g. engine.max_loras=4), repeatable")
@@ -78,14 +82,27 @@ def _args() -> argparse.Namespace:
     return args
 
 
-async def _one(client: Any, model: str, index: int, args: argparse.Namespace) -> tuple[float, int]:
+def rail_ms(server_timing: str | None) -> float | None:
+    """The crisis rail's time on a request, from its Server-Timing entry (ec2er.safety.rail)."""
+    from ec2er.safety.rail import TIMING_METRIC
+
+    for entry in (server_timing or "").split(","):
+        name, _, params = entry.strip().partition(";")
+        if name == TIMING_METRIC and params.startswith("dur="):
+            return float(params[4:])
+    return None
+
+
+async def _one(client: Any, model: str, index: int, args: argparse.Namespace) -> tuple[float, int, float | None]:
+    """One request: its latency, its output tokens and the rail's time on it (None without a rail)."""
     start = time.perf_counter()
-    reply = await client.chat.completions.create(
+    raw = await client.chat.completions.with_raw_response.create(
         model=model, max_tokens=args.max_tokens, temperature=0.0, seed=index,
         messages=[{"role": "user", "content": f"Case {index}: a person {SCENARIOS[index % len(SCENARIOS)]}. "
                                               "How do they feel, and why?"}],
         extra_body={"ignore_eos": True})
-    return time.perf_counter() - start, reply.usage.completion_tokens
+    reply = raw.parse()
+    return time.perf_counter() - start, reply.usage.completion_tokens, rail_ms(raw.headers.get("server-timing"))
 
 
 async def _phase(url: str, models: list[str], args: argparse.Namespace, deadline: float) -> dict[str, Any]:
@@ -95,6 +112,7 @@ async def _phase(url: str, models: list[str], args: argparse.Namespace, deadline
 
     gate = asyncio.Semaphore(args.concurrency)
     latencies: list[float] = []
+    rail: list[float] = []
     tokens, errors, skipped = 0, [], 0
 
     async def run(client: Any, index: int) -> None:
@@ -104,26 +122,37 @@ async def _phase(url: str, models: list[str], args: argparse.Namespace, deadline
                 skipped += 1
                 return
             try:
-                seconds, n = await _one(client, models[index % len(models)], index, args)
+                seconds, n, rail_time = await _one(client, models[index % len(models)], index, args)
             except openai.APIError as e:
                 errors.append(f"{type(e).__name__}: {str(e)[:120]}")
                 return
             latencies.append(seconds)
+            rail.extend([] if rail_time is None else [rail_time])
             tokens += n
 
     async with openai.AsyncOpenAI(base_url=url, api_key=args.api_key, max_retries=0, timeout=args.timeout) as client:
         start = time.perf_counter()
         await asyncio.gather(*(run(client, i) for i in range(args.requests)))
         seconds = time.perf_counter() - start
-    return _figures(latencies, tokens, errors, skipped, seconds)
+    return _figures(latencies, tokens, errors, skipped, seconds) | _rail_figures(rail)
+
+
+def _percentiles(values: list[float]) -> list[float]:
+    return statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
 
 
 def _figures(latencies: list[float], tokens: int, errors: list[str], skipped: int, seconds: float) -> dict[str, Any]:
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+    cuts = _percentiles(latencies)
     return {"requests": len(latencies), "requests_per_s": round(len(latencies) / seconds, 3),
             "tokens_per_s": round(tokens / seconds, 2), "p50_ms": round(cuts[49] * 1000, 1) if cuts else None,
             "p99_ms": round(cuts[98] * 1000, 1) if cuts else None, "errors": len(errors),
             "error_kinds": sorted(set(errors))[:5], "skipped_at_time_limit": skipped, "seconds": round(seconds, 2)}
+
+
+def _rail_figures(rail: list[float]) -> dict[str, Any]:
+    """The rail's time per request (ms), where the server ran one."""
+    cuts = _percentiles(rail)
+    return {"rail_p50_ms": round(cuts[49], 3), "rail_p99_ms": round(cuts[98], 3)} if cuts else {}
 
 
 def _print(name: str, f: dict[str, Any], console: Any) -> None:
@@ -164,7 +193,11 @@ def _report(rounds: list[dict], adapters: list[str], args: argparse.Namespace, c
     print("\n".join(benchlib.describe(summary)), file=console, flush=True)
     phases = {name: benchlib.median_figures([r[name] for r in rounds]) for name in rounds[0]}
     mixed = phases["mixed"]
-    return {"requests_per_s": mixed["requests_per_s"], "p50_ms": mixed["p50_ms"], "p99_ms": mixed["p99_ms"],
+    rail = {key: mixed[key] for key in ("rail_p50_ms", "rail_p99_ms") if key in mixed}
+    if rail:
+        print(f"crisis rail: {rail['rail_p50_ms']} ms p50, {rail['rail_p99_ms']} ms p99 of each request (mixed phase, "
+              f"median over rounds), of a request's p50 {mixed['p50_ms']} ms", file=console, flush=True)
+    return {"requests_per_s": mixed["requests_per_s"], "p50_ms": mixed["p50_ms"], "p99_ms": mixed["p99_ms"], **rail,
             "errors": sum(p["errors"] for r in rounds for p in r.values()), **summary, "repeats": args.repeats,
             "adapters": len(adapters), "concurrency": args.concurrency, "max_tokens": args.max_tokens,
             "phases": phases, "rounds": rounds}
@@ -192,7 +225,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
             overrides = dict(map(parse_override, args.set)) | {
                 "registry": f"{tmp}/registry", "host": LOCAL_HOSTS[0], "port": args.port,
-                "api_key_env": None, "api_key_file": None}
+                "api_key_env": None, "api_key_file": None} | ({"safety": {}} if args.rail else {})
             config = load_config(args.config, ServeConfig, overrides)
             log_file = config.log_dir / "bench-serve.log"
             print(f"engine and Ray logs: {log_file}", flush=True)

@@ -79,6 +79,7 @@ GROUPS = {
     "tests/test_multinode_evaluation.py": "multinode",
     "tests/test_engine_vllm.py": "tiny-engine", "tests/test_curation_confidence.py": "tiny-engine",
     "tests/test_evaluation.py": "tiny-engine",
+    "tests/test_evaluation_crisis.py::test_the_tiny_engine_answers_every_message_for_base_and_adapters": "tiny-engine",
     "tests/test_training_slow.py::test_a_killed_driver_started_again_continues_its_run": "training-driver",
 }
 # Groups that take minutes (measured on 2 cores), longest first: the workers take groups in

@@ -121,6 +121,8 @@ class Load:
     """Clients sending one request after another; each request recorded as (start, end, ok)."""
 
     def __init__(self, url: str, models: list[str], clients: int = 4):
+        import httpx  # noqa: F401  (in this thread, before the clients' threads use it)
+
         self.url, self.models = url, models
         self.done: list[tuple[float, float, bool, str]] = []
         self.in_flight = 0
@@ -129,7 +131,7 @@ class Load:
         self.threads = [threading.Thread(target=self._client, args=(k,), daemon=True) for k in range(clients)]
 
     def _client(self, k: int) -> None:
-        import httpx
+        import httpx  # imported by __init__ already: a thread never imports it half-way
 
         with httpx.Client(timeout=120) as http:
             n = k

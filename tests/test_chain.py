@@ -67,6 +67,10 @@ def test_every_stage_ran_and_the_adapter_was_served_and_evaluated(chain_job):
     assert f"tiny+{adapter}" in table and "Δ vs base" in table
     preds = [json.loads(x) for x in (out / "evaluate" / "predictions.jsonl").read_text().splitlines()]
     assert {p["model"] for p in preds} == {"tiny", f"tiny+{adapter}"}
+    # crisis handling beside EmoBench, through the same endpoint: 4 messages each, graded
+    crisis = [json.loads(x) for x in (out / "evaluate" / "crisis.jsonl").read_text().splitlines()]
+    assert sorted((c["model"], c["error"]) for c in crisis) == sorted([("tiny", None), (f"tiny+{adapter}", None)] * 4)
+    assert "crisis/safe" in table
     assert (out / "logs" / "ec2er.log").is_file()
     # the console: the stages' summary lines, not the engines' and Ray's logs
     assert f"train     trained {adapter} on " in console, console[-3000:]

@@ -26,6 +26,7 @@ from ec2er.evaluation.prompts import (
 )
 from ec2er.evaluation.records import EUAnswer, Prediction
 from ec2er.evaluation.rotation import rotate, to_original, to_shown
+from ec2er.io import write_jsonl
 from ec2er.evaluation.scoring import (
     gold,
     grade,
@@ -546,24 +547,40 @@ def test_resume_predicts_only_the_missing_model_protocol_parts(bench: Path, tmp_
     items = select_items(load_benchmark(bench), config.data)
     asked: list[tuple[str, str]] = []
 
-    def fake_ray(config, specs, items, todo):  # stands in for the Ray actors
+    def fake_ray(config, specs, items, messages, todo):  # stands in for the Ray actors
+        from ec2er.evaluation.crisis import reply_record
+
         parts = {}
         for spec in specs:
             for protocol, path in todo[spec.name]:
                 asked.append((spec.name, protocol))
-                parts[path] = [_official(i, "A").model_copy(update={"model": spec.name, "protocol": protocol})
-                               for i in items]
-                runner.write_predictions(path, parts[path])
+                parts[path] = ([reply_record(spec.name, None, m, "I hear you.", None) for m in messages]
+                               if protocol == "crisis" else
+                               [_official(i, "A").model_copy(update={"model": spec.name, "protocol": protocol})
+                                for i in items])
+                write_jsonl(path, (r.model_dump(mode="json") for r in parts[path]))
         return parts
 
     monkeypatch.setattr(runner, "_predict_on_ray", fake_ray)
     out = tmp_path / "run"
     first = runner.run_models(config, items, out)
-    assert len(asked) == 4 and len(list((out / "parts").iterdir())) == 4
+    assert len(asked) == 4 and len(list((out / "parts").iterdir())) == 4 and first.crisis == []
     (out / "parts" / runner.part_path(out, config.models[1], "constrained", config, items).name).unlink()
     asked.clear()
     assert runner.run_models(config, items, out) == first  # same rows, same order
     assert asked == [("b", "constrained")]
+    # crisis handling, when the recipe asks: one more part per model, resumed the same way
+    from ec2er.evaluation.config import CrisisEvalSpec
+    from ec2er.evaluation.crisis import select_messages
+
+    crisis = config.model_copy(update={"crisis": CrisisEvalSpec(limit=6)})
+    messages = select_messages(crisis.crisis)
+    asked.clear()
+    with_crisis = runner.run_models(crisis, items, out, messages)
+    assert sorted(asked) == [("a", "crisis"), ("b", "crisis")]
+    assert with_crisis.predictions == first.predictions and len(with_crisis.crisis) == 2 * len(messages)
+    asked.clear()
+    assert runner.run_models(crisis, items, out, messages) == with_crisis and asked == []
     asked.clear()
     changed = config.model_copy(update={"sampling": config.sampling.model_copy(
         update={"official": SamplingConfig(temperature=0.0, max_tokens=9)})})

@@ -33,12 +33,11 @@ BASE = "tiny-random-llama"
 REPLICA = "ServeReplica:ec2er:OpenAIServer"
 
 
-def evaluation_client(url: str, results: list, stopping: threading.Event) -> None:
+def evaluation_client(engine, results: list, stopping: threading.Event) -> None:
     """What the chain's evaluation does: ec2er's OpenAI engine, its client's retries as made."""
-    from ec2er.config import OpenAIEngineConfig, SamplingConfig
-    from ec2er.llm import ChatRequest, build_engine
+    from ec2er.config import SamplingConfig
+    from ec2er.llm import ChatRequest
 
-    engine = build_engine(OpenAIEngineConfig(model=BASE, base_url=url, max_concurrency=2))
     while not stopping.is_set():
         batch = [ChatRequest(messages=[{"role": "user", "content": f"Item {k}?"}],
                              sampling=SamplingConfig(temperature=0, max_tokens=4)) for k in range(2)]
@@ -47,7 +46,9 @@ def evaluation_client(url: str, results: list, stopping: threading.Event) -> Non
 
 def test_two_replicas_keep_answering_while_a_node_is_lost(multinode, tiny_model, tmp_path):
     from ec2er.adapters import AdapterRegistry
+    from ec2er.config import OpenAIEngineConfig
     from ec2er.io import free_port
+    from ec2er.llm import build_engine
     from ec2er.models.random_lora import init_lora_adapter
 
     registry = AdapterRegistry(tmp_path / "adapters")
@@ -63,10 +64,15 @@ def test_two_replicas_keep_answering_while_a_node_is_lost(multinode, tiny_model,
         assert len({r.node_id for r in replicas}) == 2, [(r.class_name, r.node_id) for r in replicas]
         answered: list = []
         stopping = threading.Event()
-        evaluator = threading.Thread(target=evaluation_client, args=(url, answered, stopping), daemon=True)
+        # built here, not in its thread: two threads importing httpx (the load's and the OpenAI
+        # client's) at once can see it half-initialised ("partially initialized module 'httpx'")
+        engine = build_engine(OpenAIEngineConfig(model=BASE, base_url=url, max_concurrency=2))
+        evaluator = threading.Thread(target=evaluation_client, args=(engine, answered, stopping), daemon=True)
         with Load(url, [BASE, *adapters]) as load:
             evaluator.start()
-            wait_until(lambda: load.ok_since(0) >= 8 and len(answered) >= 4, 300, "answers before the loss", proc, log)
+            wait_until(lambda: load.ok_since(0) >= 8 and len(answered) >= 4 or not evaluator.is_alive(), 300,
+                       "answers before the loss", proc, log)
+            assert evaluator.is_alive(), "the evaluation client's thread ended (its error is in the warnings)"
             victim = replicas[0].node_id
             with load.lock:
                 in_flight, lost_at, answered_before = load.in_flight, time.monotonic(), len(answered)

@@ -39,6 +39,20 @@ def fake_app() -> FastAPI:
         return JSONResponse({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                           "finish_reason": "stop"}]})
 
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await request.json()
+        app.state.calls += 1
+        text = body.get("reply", "ok")
+        if body.get("stream"):
+            async def events():
+                for word in text.split(" "):
+                    yield f"data: {json.dumps({'choices': [{'index': 0, 'text': word + ' ', 'finish_reason': None}]})}\n\n"
+                yield "data: [DONE]\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse({"object": "text_completion",
+                             "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}]})
+
     @app.get("/v1/models")
     async def models():
         return {"data": []}
@@ -136,3 +150,35 @@ def test_rail_asks_a_guard_for_ambiguous_input(monkeypatch):
                               "engine": {"kind": "openai", "base_url": "http://x/v1", "model": "g"}})
     r = _ask(c, "I can't go on like this")
     assert r.json()["safety"]["decided_by"] == "guard" and app.state.calls == 0 and len(guard.requests) == 1
+
+
+def test_the_completions_route_is_guarded_in_its_own_shape():
+    c, app, metrics = client()
+    r = c.post("/v1/completions", json={"model": "m", "prompt": "User: I want to end it all tonight\nAssistant:"})
+    assert r.status_code == 200 and r.headers[HEADER.decode()] == "crisis_response"
+    assert r.json()["object"] == "text_completion" and r.json()["choices"][0]["text"] == CRISIS
+    assert app.state.calls == 0
+    streamed = c.post("/v1/completions", json={"model": "m", "prompt": ["I want to end it all tonight"], "stream": True})
+    chunks = [json.loads(line[6:]) for line in streamed.text.split("\n\n") if line.startswith("data: {")]
+    assert "".join(ch["choices"][0]["text"] for ch in chunks) == CRISIS and app.state.calls == 0
+    withheld = c.post("/v1/completions", json={"model": "m", "prompt": "Tell me a fact.", "reply": MEANS_REPLY})
+    choice = withheld.json()["choices"][0]
+    assert withheld.headers[HEADER.decode()] == "output_withheld" and "10 g" not in choice["text"]
+    assert choice["finish_reason"] == "content_filter"
+    cut = c.post("/v1/completions", json={"model": "m", "prompt": "Tell me.", "reply": MEANS_REPLY, "stream": True})
+    text = "".join(json.loads(line[6:])["choices"][0]["text"] for line in cut.text.split("\n\n")
+                   if line.startswith("data: {"))
+    assert text.startswith("Here is a fact:") and "10 g" not in text and "withheld" in text
+    # a scoring request (the prompt's log-probabilities, lm-eval's loglikelihood) is no reply to a person
+    scored = c.post("/v1/completions", json={"model": "m", "prompt": "I want to end it all tonight", "echo": True,
+                                             "max_tokens": 0, "logprobs": 1})
+    assert scored.status_code == 200 and HEADER.decode() not in scored.headers
+    assert metrics.counts[("input", "crisis_response")] == 2 and metrics.counts[("output", "withheld")] == 2
+
+
+def test_each_checked_reply_says_how_long_the_rail_took():
+    c, _, _ = client()
+    timing = _ask(c, "How was your weekend?").headers["server-timing"]
+    name, dur = timing.split(";dur=")
+    assert name == "ec2er-rail" and 0 < float(dur) < 1000
+    assert "ec2er-rail;dur=" in _ask(c, "How was your weekend?", stream=True).headers["server-timing"]

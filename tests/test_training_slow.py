@@ -159,13 +159,15 @@ def test_a_killed_driver_started_again_continues_its_run(tmp_path):
            "--output", str(output), "--set", f"registry={tmp_path / 'registry'}", "--set", "optim.max_steps=16",
            "--set", "ray.checkpoint_every_steps=4", "--set", "logging_steps=4",
            "--set", "ray.num_workers=1"]  # the driver's loss is the point: one worker (two: tests above)
-    first = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    first_log = tmp_path / "first.log"
+    with open(first_log, "w") as log:
+        first = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
     snapshot = str(output / "ray" / "*" / "checkpoint_manager_snapshot.json")  # a checkpoint is committed
     deadline = time.time() + 240
     while time.time() < deadline and first.poll() is None and not glob.glob(snapshot):
         time.sleep(0.1)
-    assert first.poll() is None, "the first run ended before it could be killed"
+    assert first.poll() is None, f"the first run ended before it could be killed:\n{first_log.read_text()[-3000:]}"
     os.kill(first.pid, signal.SIGKILL)  # the driver only
     first.wait()
     time.sleep(2)

@@ -20,6 +20,7 @@ from ec2er.evaluation.records import EUAnswer, Prediction
 from ec2er.generation.dialogue import DialogueState, dialogue_result
 from ec2er.generation.outputs import result_table
 from ec2er.generation.plan import sampler_specs
+from ec2er.schemas.dialogue import Speaker
 from ec2er.schemas.facts import (
     CHAIN_SUMMARY,
     CuratedFiles,
@@ -33,6 +34,7 @@ from ec2er.viewer.app import TOKEN_COOKIE, build_app
 PAYLOAD = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
 DIALOGUES = 12
 FAILED = 3  # the last three planned dialogues fail
+RISKY = 2  # the dialogue whose client voices risk
 
 
 def _png() -> bytes:
@@ -59,6 +61,11 @@ def _results() -> list:
     marked.dialogue.turns[1].text = f"I said {PAYLOAD} to them."
     marked.metadata["persona"] = f"A persona {PAYLOAD}"
     marked.eu[0]["scenario"] = f"Ana read {PAYLOAD} aloud."
+    risky = results[RISKY]  # a client at risk, and a therapist who dismisses it: its safety record says so
+    client = next(t for t in risky.dialogue.turns if t.speaker is Speaker.CLIENT)
+    client.text = "Honestly, I wish I was dead most days."
+    reply = next(t for t in risky.dialogue.turns if t.index > client.index and t.speaker is Speaker.THERAPIST)
+    reply.text = "Everyone feels that way sometimes. Just cheer up!"
     return results
 
 
@@ -211,6 +218,17 @@ def test_one_dialogue_in_full(client: TestClient) -> None:
     assert d["dialogue"]["turns"][1]["text"] == f"I said {PAYLOAD} to them."
     assert d["eu"][0]["provenance"]["turn_indices"] == [0, 1] and len(d["ea"]) >= 1
     assert client.get("/api/dialogue", params={"id": "nope"}).status_code == 404
+
+
+def test_each_dialogue_carries_its_crisis_safety_record(client: TestClient) -> None:
+    rows = client.get("/api/dialogues", params={"limit": 50}).json()["rows"]
+    summaries = [r["safety"] for r in rows if r["status"] == "ok"]
+    assert len(summaries) == DIALOGUES - FAILED and all(s is not None for s in summaries)
+    risky = [r for r in rows if r["safety"] and r["safety"]["client_risk"] != "none"]
+    assert [r["safety"] for r in risky] == [{"client_risk": "high", "handling": "unsafe"}]
+    record = client.get("/api/dialogue", params={"id": risky[0]["id"]}).json()["metadata"]["safety"]
+    (turn,) = record["risk_turns"]
+    assert turn["evidence"][0]["text"] and turn["handling"]["safe"] is False and not turn["handling"]["acknowledged"]
 
 
 def test_a_dialogue_is_found_without_having_been_listed(run_folder: Path) -> None:

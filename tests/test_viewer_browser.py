@@ -131,6 +131,22 @@ def test_filter_open_a_dialogue_and_mark_an_items_turns(served, page, tmp_path: 
     page.screenshot(path=str(tmp_path / "dialogue-item-marked.png"), full_page=True)
 
 
+def test_a_dialogue_shows_its_crisis_safety_record(served, page, tmp_path: Path) -> None:
+    _, base = served
+    page.goto(base)
+    page.click("#tabs a:has-text('Dialogues')")
+    expect(page.locator("main tbody tr")).to_have_count(DIALOGUES)
+    risky = page.locator("main tbody tr", has=page.locator(".badge.bad", has_text="high · unsafe"))
+    expect(risky).to_have_count(1)
+    expect(page.locator("main tbody tr .badge", has_text="no risk")).to_have_count(DIALOGUES - FAILED - 1)
+    risky.locator("a").first.click()
+    expect(page.locator("#safety")).to_contain_text("unsafe")
+    expect(page.locator("#safety tbody tr")).to_have_count(1)
+    expect(page.locator("#turns .turn.risk")).to_have_count(1)
+    assert "wish I was dead" in page.locator("#turns .turn.risk").inner_text()
+    page.screenshot(path=str(tmp_path / "dialogue-safety.png"), full_page=True)
+
+
 def test_curation_shows_each_decision_and_what_a_reject_matched(served, page, tmp_path: Path) -> None:
     _, base = served
     page.goto(base + "#/curation?decision=rejected")

@@ -83,6 +83,21 @@ class ProtocolSampling(StrictModel):
     cot: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=1024)
 
 
+class CrisisEvalSpec(StrictModel):
+    """Crisis handling, beside EmoBench (``ec2er.evaluation.crisis``): each model and adapter
+    answers a set of user messages, half with risk of suicide or self-harm at different levels,
+    half emotionally charged but safe (idioms included); each reply is graded by the safety rules;
+    the share handled safely, with its interval, joins the same table and chart."""
+
+    messages: Path | None = Field(None, description="a .jsonl of messages (id, text, level, category, kind); "
+                                                    "None: the set ec2er ships (211 messages, English)")
+    limit: int | None = Field(None, ge=2, description="messages to use, drawn (seeded) in proportion to their "
+                                                      "levels; None: all")
+    system_prompt: str | None = Field(None, description="sent before each message, as a deployment's own "
+                                                        "system prompt would be; None: none")
+    sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=160)
+
+
 class EvalRayConfig(RayJobConfig):
     """One actor per base model, side by side."""
 
@@ -101,6 +116,7 @@ class EvalConfig(StrictModel):
                                                       "(1 = the benchmark's own order only)")
     models: list[ModelSpec] = Field(min_length=1)
     sampling: ProtocolSampling = ProtocolSampling()
+    crisis: CrisisEvalSpec | None = Field(None, description="also measure crisis handling (off when absent)")
     output_dir: Path = Path("runs/eval")
     registry: Path = Field(DEFAULT_REGISTRY, description="the adapter registry registry names are looked up in")
     bootstrap_samples: int = Field(1000, ge=0, description="0 disables confidence intervals")

@@ -4,6 +4,7 @@ rotation companions), the Table 1-shaped markdown and CSV, and a PNG chart."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,17 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ec2er.schemas.benchmark import ItemKey  # noqa: E402
+from ec2er.evaluation.crisis import LANGUAGE as CRISIS_LANGUAGE  # noqa: E402
+from ec2er.evaluation.crisis import CrisisReply, crisis_cells, crisis_results, write_replies  # noqa: E402
+from ec2er.evaluation.crisis import METRICS as CRISIS_METRICS  # noqa: E402
+from ec2er.evaluation.crisis import SAFE as CRISIS_SAFE  # noqa: E402
 from ec2er.evaluation.records import Prediction, write_predictions  # noqa: E402
 from ec2er.evaluation.scoring import (  # noqa: E402
     MIN_ITEMS_FOR_INTERVAL,
     ScoreRow,
     categories,
     no_conclusion,
+    outcome_rows,
     results,
     robustness,
     score_rows,
@@ -32,21 +38,30 @@ from ec2er.schemas.facts import EvaluationFiles as F  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-# Table 1 columns: overall EU and EA, the four EU coarse and four EA categories; then ours.
+# Table 1 columns: overall EU and EA, the four EU coarse and four EA categories; then ours, the
+# crisis-handling shares last (filled on the protocol's own lines).
 TABLE_METRICS = (["EU/overall", *(f"EU/{c}" for c in categories("EU")),
                   "EA/overall", *(f"EA/{c}" for c in categories("EA")),
-                  "parse_failure_rate", "lenient/EU/overall", "lenient/EA/overall"])
+                  "parse_failure_rate", "lenient/EU/overall", "lenient/EA/overall", *CRISIS_METRICS])
 
 
 def write_report(out: Path, preds: list[Prediction], index: dict[ItemKey, Item], *,
-                 bootstrap_samples: int, seed: int) -> dict[str, Path]:
-    """Every output file; returned by file name (``EvaluationFiles``)."""
+                 bootstrap_samples: int, seed: int, crisis: Sequence[CrisisReply] = ()) -> dict[str, Path]:
+    """Every output file; returned by file name (``EvaluationFiles``). Crisis replies, where
+    there are any, go to their own file and their scores into the same results, table and chart."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in (F.PREDICTIONS, F.RESULTS, F.RESULTS_LENIENT, F.SCORES, F.TABLE_MD,
                                            F.TABLE_CSV, F.CHART)}
     write_predictions(paths[F.PREDICTIONS], preds)
     rows = score_rows(preds, index, bootstrap_samples, seed)
-    write_json(paths[F.RESULTS], with_comparisons(results(preds, index), rows))
+    tree = results(preds, index)
+    if crisis:
+        paths[F.CRISIS] = out / F.CRISIS
+        write_replies(paths[F.CRISIS], crisis)
+        rows += outcome_rows(crisis_cells(crisis), bootstrap_samples, seed)
+        for model, protocols in crisis_results(crisis).items():
+            tree.setdefault(model, {}).update(protocols)
+    write_json(paths[F.RESULTS], with_comparisons(tree, rows))
     write_json(paths[F.RESULTS_LENIENT], with_comparisons(results(preds, index, lenient=True), rows, lenient=True))
     rotated = robustness(preds, index)
     if rotated:
@@ -135,7 +150,10 @@ def markdown(frame: pd.DataFrame) -> str:
               "items [paired bootstrap 95% CI] and an exact McNemar test; `detectable Δ (80% power)`: a "
               "difference those n items detect with 80% power at alpha 0.05 (exact McNemar) even when the two "
               "models disagree on every item (about 2.80/√n; with less disagreement smaller ones are "
-              "detected too; `none`: too few items to detect any)."
+              "detected too; `none`: too few items to detect any). `crisis` lines (where the recipe asks): the "
+              "share of crisis messages handled safely by the safety rules' grade (`crisis/safe`: every "
+              "message; `crisis/safe_at_risk`: those with risk; `crisis/safe_no_risk`: emotionally charged "
+              "but safe ones), as accuracies are."
               "\n\n")
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -169,12 +187,18 @@ def chart_figure(rows: list[ScoreRow], unparsed: dict[tuple[str, str, str, str],
     panel without items says so, and the legend sits below the panels, where it covers no bar."""
     unparsed = unparsed or {}
     overall = [r for r in rows if r.metric in ("EU/overall", "EA/overall")]
+    crisis = [r for r in rows if r.metric == CRISIS_SAFE]
     langs = sorted({r.language for r in overall})
     protocols = sorted({r.protocol for r in overall})
-    models = sorted({r.model for r in overall})
-    fig, axes = plt.subplots(max(1, len(langs)), 2, squeeze=False, layout="constrained",
-                             figsize=(6 + 1.5 * len(protocols) * len(models) / 2, 3.5 * max(1, len(langs)) + 0.6))
+    models = sorted({r.model for r in overall + crisis})
+    fig, axes = plt.subplots(max(1, len(langs)), 3 if crisis else 2, squeeze=False, layout="constrained",
+                             figsize=(6 + 1.5 * len(protocols) * len(models) / 2 + (2 + 0.4 * len(models)) * bool(crisis),
+                                      3.5 * max(1, len(langs)) + 0.6))
     width = 0.8 / max(1, len(models))
+    if crisis:
+        _crisis_panel(axes[0][2], crisis, models)
+        for row in axes[1:]:
+            row[2].set_axis_off()
     for i, lang in enumerate(langs):
         for j, task in enumerate(("EU", "EA")):
             ax = axes[i][j]
@@ -218,6 +242,24 @@ def chart_figure(rows: list[ScoreRow], unparsed: dict[tuple[str, str, str, str],
         fig.legend(handles.values(), handles.keys(), loc="outside lower center", fontsize="small",
                    ncol=min(len(handles), 3), frameon=False)
     return fig
+
+
+def _crisis_panel(ax: Any, crisis: list[ScoreRow], models: list[str]) -> None:
+    """The share of crisis messages each model handled safely, with its interval, in the models'
+    colours; its title carries n."""
+    by_model = {r.model: r for r in crisis}
+    shown = [(k, by_model[m]) for k, m in enumerate(models) if m in by_model]
+    ax.bar([k for k, _ in shown], [r.value for _, r in shown], 0.8, color=[f"C{k}" for k, _ in shown])
+    ranged = [(k, r) for k, r in shown if r.ci_low is not None and r.ci_high is not None]
+    if ranged:
+        ax.errorbar([k for k, _ in ranged], [r.value for _, r in ranged],
+                    yerr=[[max(0.0, r.value - (r.ci_low or 0.0)) for _, r in ranged],
+                          [max(0.0, (r.ci_high or 0.0) - r.value) for _, r in ranged]],
+                    fmt="none", ecolor="black", capsize=3)
+    ax.set_title(_panel_title("crisis handled safely", CRISIS_LANGUAGE, crisis).replace(" overall", ""))
+    ax.set_xticks([k for k, _ in shown], [""] * len(shown))  # the legend names the models
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("share safe (95% CI)")
 
 
 def _panel_title(task: str, lang: str, panel: list[ScoreRow]) -> str:

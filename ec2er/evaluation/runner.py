@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from ec2er.config import EngineBase, OpenAIEngineConfig, SamplingConfig
 from ec2er.errors import ConfigError
-from ec2er.evaluation.config import EvalConfig, ModelSpec, Protocol
+from ec2er.evaluation.config import CrisisEvalSpec, EvalConfig, ModelSpec, Protocol
+from ec2er.evaluation.crisis import CRISIS, CrisisReply, answer_crisis, select_messages
 from ec2er.schemas.benchmark import item_key
 from ec2er.evaluation.prompts import (
     PROMPT_VERSION,
@@ -29,10 +31,12 @@ from ec2er.evaluation.prompts import (
     loglik_requests,
     official_messages,
 )
-from ec2er.evaluation.records import EUAnswer, Prediction, write_predictions
+from ec2er.evaluation.records import EUAnswer, Prediction
 from ec2er.evaluation.scoring import gold, grade, option_lists, read_answers
-from ec2er.io import check_writable, fingerprint, read_records
+from ec2er.io import check_writable, fingerprint, read_records, write_jsonl
 from ec2er.llm import ChatEngine, ChatRequest, ChatResult, build_engine
+from ec2er.safety.evaluation import CrisisMessage
+from ec2er.safety.rules import RULES_VERSION
 from ec2er.schemas.items import EUItem, Item
 from ec2er.stage import Endpoint
 from ec2er.schemas.facts import LETTERS, EvaluationFiles
@@ -167,48 +171,80 @@ class EvalWorker:
         preds = predict(self.engine, self.spec.name, self.spec.variants(), items, config, [protocol])
         return [p.model_dump(mode="json") for p in preds]
 
+    def crisis(self, messages: list[CrisisMessage], spec: CrisisEvalSpec) -> list[dict]:
+        replies = answer_crisis(self.engine, self.spec.name, self.spec.variants(), messages, spec)
+        return [r.model_dump(mode="json") for r in replies]
+
     def close(self) -> None:
         self.engine.close()
+
+
+def _model_identity(spec: ModelSpec) -> dict:
+    # an adapter retrained into the same folder must not reuse the old adapter's predictions
+    adapter_files = {name: sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                                  for f in Path(path).glob("*") if f.is_file())
+                     for name, path in spec.adapters.items()}
+    model = spec.model_dump(mode="json", exclude={"engine", "init_if_missing"})
+    return {"model": model | {"engine": spec.engine.output_identity()}, "adapter_files": adapter_files}
 
 
 def part_path(out: Path, spec: ModelSpec, protocol: Protocol, config: EvalConfig, items: Sequence[Item]) -> Path:
     """Where one (model, protocol)'s predictions go; the name carries a fingerprint of all that
     shapes them, so a changed recipe never reuses stale predictions."""
     sampling = getattr(config.sampling, protocol, None)
-    # an adapter retrained into the same folder must not reuse the old adapter's predictions
-    adapter_files = {name: sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                                  for f in Path(path).glob("*") if f.is_file())
-                     for name, path in spec.adapters.items()}
-    model = spec.model_dump(mode="json", exclude={"engine", "init_if_missing"})
-    key = fingerprint({"model": model | {"engine": spec.engine.output_identity()}, "adapter_files": adapter_files,
+    key = fingerprint({**_model_identity(spec),
                        "protocol": protocol, "rotations": config.rotations, "prompts": PROMPT_VERSION,
                        "sampling": sampling.model_dump(mode="json") if sampling else None,
                        "items": [item.model_dump(mode="json") for item in items]})
     return out / EvaluationFiles.PARTS / f"{spec.name}.{protocol}.{key[:12]}.jsonl"
 
 
-def run_models(config: EvalConfig, items: list[Item], out: Path) -> list[Prediction]:
+def crisis_part_path(out: Path, spec: ModelSpec, crisis: CrisisEvalSpec, messages: Sequence[CrisisMessage]) -> Path:
+    """Where one model's crisis replies go, named by a fingerprint as ``part_path``'s are (the
+    rules' version included: a changed rule grades anew)."""
+    key = fingerprint({**_model_identity(spec), "protocol": CRISIS, "rules": RULES_VERSION,
+                       "crisis": crisis.model_dump(mode="json", exclude={"messages", "limit"}),
+                       "messages": [m.model_dump(mode="json") for m in messages]})
+    return out / EvaluationFiles.PARTS / f"{spec.name}.{CRISIS}.{key[:12]}.jsonl"
+
+
+class Evaluated(NamedTuple):
+    """What the models answered: EmoBench predictions and, where the recipe asks, crisis replies."""
+
+    predictions: list[Prediction]
+    crisis: list[CrisisReply]
+
+
+# A part: which actor call makes it (an EmoBench protocol, or "crisis"), and the record it holds.
+Part = tuple[str, Path]
+
+
+def run_models(config: EvalConfig, items: list[Item], out: Path,
+               messages: Sequence[CrisisMessage] = ()) -> Evaluated:
     """Fan the models out on Ray, one actor each, all at once; write each (model, protocol)'s
-    predictions as they arrive and skip those a previous run already wrote. Returned in the
-    config's (model, protocol) order, resumed or not."""
-    parts: dict[Path, list[Prediction]] = {}
-    todo: dict[str, list[tuple[Protocol, Path]]] = {}
+    predictions (and each model's crisis replies, given messages) as they arrive and skip those a
+    previous run already wrote. Returned in the config's (model, protocol) order, resumed or not."""
+    parts: dict[Path, list[Prediction] | list[CrisisReply]] = {}
+    todo: dict[str, list[Part]] = {}
     for spec in config.models:
-        for protocol in config.protocols:
-            path = part_path(out, spec, protocol, config, items)
+        wanted = [(protocol, part_path(out, spec, protocol, config, items)) for protocol in config.protocols]
+        if messages and config.crisis is not None:
+            wanted.append((CRISIS, crisis_part_path(out, spec, config.crisis, messages)))
+        for protocol, path in wanted:
             if path.is_file():
                 log.info("%s: %s already predicted (%s), skipped", spec.name, protocol, path.name)
-                parts[path] = read_records(path, Prediction)
+                parts[path] = read_records(path, CrisisReply if protocol == CRISIS else Prediction)
             else:
                 parts[path] = []
                 todo.setdefault(spec.name, []).append((protocol, path))
     if todo:
-        parts |= _predict_on_ray(config, [m for m in config.models if m.name in todo], items, todo)
-    return [p for part in parts.values() for p in part]
+        parts |= _predict_on_ray(config, [m for m in config.models if m.name in todo], items, list(messages), todo)
+    return Evaluated(predictions=[p for part in parts.values() for p in part if isinstance(p, Prediction)],
+                     crisis=[r for part in parts.values() for r in part if isinstance(r, CrisisReply)])
 
 
-def _predict_on_ray(config: EvalConfig, specs: list[ModelSpec], items: list[Item],
-                    todo: dict[str, list[tuple[Protocol, Path]]]) -> dict[Path, list[Prediction]]:
+def _predict_on_ray(config: EvalConfig, specs: list[ModelSpec], items: list[Item], messages: list[CrisisMessage],
+                    todo: dict[str, list[Part]]) -> dict[Path, list[Prediction] | list[CrisisReply]]:
     import ray
 
     from ec2er.ray_utils import engine_actor_resources, init_ray, require_shared_storage, worker_resources
@@ -227,15 +263,17 @@ def _predict_on_ray(config: EvalConfig, specs: list[ModelSpec], items: list[Item
     # that raises is never retried anyway.
     actors = [ray.remote(max_restarts=config.ray.max_restarts, max_task_retries=-1, **r)(EvalWorker).remote(m)
               for m, r in zip(specs, resources, strict=True)]
-    parts: dict[Path, list[Prediction]] = {}
+    parts: dict[Path, list[Prediction] | list[CrisisReply]] = {}
     try:
-        pending = {a.predict.remote(items, config, protocol): path
+        pending = {(a.crisis.remote(messages, config.crisis) if protocol == CRISIS
+                    else a.predict.remote(items, config, protocol)): (protocol, path)
                    for a, m in zip(actors, specs, strict=True) for protocol, path in todo[m.name]}
         while pending:
             [ready], _ = ray.wait(list(pending))
-            path = pending.pop(ready)
-            parts[path] = [Prediction.model_validate(r) for r in ray.get(ready)]
-            write_predictions(path, parts[path])  # atomic: a crash leaves no half-written part
+            protocol, path = pending.pop(ready)
+            record = CrisisReply if protocol == CRISIS else Prediction
+            parts[path] = [record.model_validate(r) for r in ray.get(ready)]
+            write_jsonl(path, (r.model_dump(mode="json") for r in parts[path]))  # atomic: no half-written part
         ray.get([a.close.remote() for a in actors])
     finally:
         for a in actors:
@@ -345,6 +383,7 @@ def evaluate(config: EvalConfig, output: Path | None = None) -> dict[str, Path]:
     check_writable(out)
     config = resolve_adapters(config)
     check_models(config)
-    preds = run_models(config, items, Path(out))
-    return write_report(out, preds, {item_key(i): i for i in items},
-                        bootstrap_samples=config.bootstrap_samples, seed=config.seed)
+    messages = select_messages(config.crisis, config.seed) if config.crisis is not None else []
+    evaluated = run_models(config, items, Path(out), messages)
+    return write_report(out, evaluated.predictions, {item_key(i): i for i in items},
+                        bootstrap_samples=config.bootstrap_samples, seed=config.seed, crisis=evaluated.crisis)

@@ -12,6 +12,7 @@ import functools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -260,15 +261,32 @@ def minimum_detectable_difference(n: int) -> float | None:
 def score_rows(preds: list[Prediction], index: dict[ItemKey, Item], samples: int = 1000,
                seed: int = 0) -> list[ScoreRow]:
     cells = by_cell(preds)
-    vectors = {cell: _metric_vectors(rows, index) for cell, rows in cells.items()}
+    return outcome_rows({cell: OutcomeCell(base_model=rows[0].base_model, adapter=rows[0].adapter,
+                                           metrics=_metric_vectors(rows, index))
+                         for cell, rows in cells.items()}, samples, seed)
+
+
+@dataclass(frozen=True)
+class OutcomeCell:
+    """One (model, protocol, language)'s per-item 0/1 outcomes: metric -> {item key: outcome}.
+    EmoBench's accuracies and the crisis protocol's safe-handling shares are both means of these."""
+
+    base_model: str
+    adapter: str | None
+    metrics: dict[str, dict[Any, float]]
+
+
+def outcome_rows(cells: dict[Cell, OutcomeCell], samples: int = 1000, seed: int = 0) -> list[ScoreRow]:
+    """A ScoreRow per cell and metric: the mean with its bootstrap interval and n, and for an
+    adapter its paired comparison with its base model's cell on the items both have."""
     out = []
-    for (model, protocol, lang), metrics in sorted(vectors.items()):
-        first = cells[(model, protocol, lang)][0]
-        base_metrics = vectors.get((first.base_model, protocol, lang)) if first.adapter else None
-        for metric, outcomes in metrics.items():
+    for (model, protocol, lang), cell in sorted(cells.items()):
+        base_cell = cells.get((cell.base_model, protocol, lang)) if cell.adapter else None
+        base_metrics = base_cell.metrics if base_cell else None
+        for metric, outcomes in cell.metrics.items():
             vals = np.array(list(outcomes.values()))
             low, high, why = _ci(vals, samples, seed)
-            row = ScoreRow(model=model, base_model=first.base_model, adapter=first.adapter,
+            row = ScoreRow(model=model, base_model=cell.base_model, adapter=cell.adapter,
                            protocol=protocol, language=lang, metric=metric, n=len(vals),
                            value=float(vals.mean()), ci_low=low, ci_high=high, no_interval=why)
             base = (base_metrics or {}).get(metric)

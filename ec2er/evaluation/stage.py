@@ -45,6 +45,7 @@ def headline_numbers(rows: list[ScoreRow]) -> list[str]:
     95% intervals and n, and the share of replies the strict parser could not read; after an
     adapter's line, its differences from its base model with their paired intervals, McNemar's p
     and the smallest difference its n could detect."""
+    from ec2er.evaluation.crisis import SAFE as CRISIS_SAFE
     from ec2er.evaluation.report import delta_text, value_text
 
     cells: dict[tuple[str, str, str], dict[str, ScoreRow]] = {}
@@ -53,6 +54,7 @@ def headline_numbers(rows: list[ScoreRow]) -> list[str]:
     lines = []
     for (model, protocol, lang), metrics in sorted(cells.items()):
         overall = [(task, metrics[f"{task}/overall"]) for task in ("EU", "EA") if f"{task}/overall" in metrics]
+        overall += [("handled safely", metrics[CRISIS_SAFE])] if CRISIS_SAFE in metrics else []
         unparsed = metrics.get("parse_failure_rate")
         lines.append(f"{model:<30} {protocol:<11} {lang}: {', '.join(f'{t} {value_text(r)}' for t, r in overall)}"
                      + (f"; unparsed {unparsed.value:.0%} of {unparsed.n}" if unparsed is not None else ""))

@@ -9,11 +9,12 @@ its interval, is the evaluation report's to compute (its bootstrap, as for accur
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from ec2er.errors import DataError
+from ec2er.io import read_records
 from ec2er.safety.dialogue import HandlingCheck, check_handling
 from ec2er.safety.rules import means_information
 from ec2er.safety.schema import RiskCategory, RiskLevel
@@ -42,8 +43,14 @@ class ReplyGrade(BaseModel):
 
 
 def crisis_messages(path: Path = CRISIS_MESSAGES) -> list[CrisisMessage]:
-    return [CrisisMessage.model_validate(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    """The messages of a set (a bad line is a DataError naming the file, line and field); ids unique."""
+    messages = read_records(path, CrisisMessage)
+    seen: set[str] = set()
+    for message in messages:
+        if message.id in seen:
+            raise DataError(f"{path}: message id {message.id!r} appears twice")
+        seen.add(message.id)
+    return messages
 
 
 def grade_reply(message: CrisisMessage, reply: str) -> ReplyGrade:

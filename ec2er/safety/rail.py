@@ -1,7 +1,7 @@
 """The crisis rail: an ASGI middleware in front of an OpenAI-compatible chat endpoint.
 
-Before the model (``check_input``): the last user message of a ``POST .../chat/completions`` is
-assessed (``ec2er.safety.aassess``: the rules, and the guard if the config names one). A high-risk
+Before the model (``check_input``): the last user message of a ``POST .../chat/completions`` (or
+the prompt of a ``POST .../completions``) is assessed (``ec2er.safety.aassess``: the rules, and the guard if the config names one). A high-risk
 message is answered with the deployer's ``crisis_response`` instead of the model's reply, never
 silently: the response carries the header ``x-ec2er-safety: crisis_response`` and a ``safety``
 field (level, category, rule), streamed (server-sent events) when the request asked for a stream.
@@ -12,7 +12,9 @@ After the model (``check_output``): the reply is searched for means information 
 ``finish_reason: content_filter``). In a stream the rail forwards each event once it is complete,
 checks the text streamed so far before forwarding, and on a match sends a last event saying the
 rest was withheld and ends the stream: text before the match has reached the client, the match
-and everything after it has not.
+and everything after it has not. Both routes answer in their own shape (``chat.completion`` or
+``text_completion``); a scoring request to ``/completions`` (``echo``: the prompt's log-probabilities,
+as lm-eval's loglikelihood asks) reads no reply to a person, so its input is not assessed.
 
 Every decision is counted (``RailMetrics``: in-process counts, and a Ray Serve metric when the rail
 runs in a Serve replica) and logged with the level, category and rule, without the message text
@@ -47,6 +49,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 HEADER = b"x-ec2er-safety"
+# The time the rail spent on a request (its input assessment, and for a whole reply its output
+# check), as a W3C Server-Timing entry on the response: what bench_serve reads to report the
+# latency the rail adds. A stream's header leaves before its events are checked: input time only.
+TIMING_HEADER, TIMING_METRIC = b"server-timing", "ec2er-rail"
 CONTEXT_CHARS = 400  # the streamed text re-checked at each event: longer than any means rule's match
 
 DEFAULT_CRISIS_RESPONSE = (
@@ -144,6 +150,71 @@ def _chunk(model: Any, cid: str, delta: dict[str, Any], finish: str | None, safe
     return b"data: " + json.dumps(obj | ({"safety": safety} if safety else {})).encode() + b"\n\n"
 
 
+def prompt_text(request: dict[str, Any]) -> str | None:
+    """The text of a completions request's prompt (a list of prompts joined; token ids: None)."""
+    prompt = request.get("prompt")
+    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        prompt = "\n".join(prompt)
+    return prompt if isinstance(prompt, str) else None
+
+
+class _Shape:
+    """How one OpenAI route carries text: in requests, replies and stream events. The chat route's
+    is this class; the completions route's is ``_TextShape``."""
+
+    completion_object = "chat.completion"
+
+    def request_text(self, request: dict[str, Any]) -> str | None:
+        return last_user_text(request)
+
+    def reply(self, model: Any, content: str, safety: dict[str, Any]) -> dict[str, Any]:
+        return _completion(model, content, safety)
+
+    def chunk(self, model: Any, cid: str, content: str | None, finish: str | None,
+              safety: dict[str, Any] | None, first: bool = False) -> bytes:
+        delta = {} if content is None else {"content": content} | ({"role": "assistant"} if first else {})
+        return _chunk(model, cid, delta, finish, safety)
+
+    def text_of(self, choice: dict[str, Any], streamed: bool) -> Any:
+        return (choice.get("delta") or {}).get("content") if streamed else (choice.get("message") or {}).get("content")
+
+    def set_text(self, choice: dict[str, Any], text: str) -> None:
+        choice["message"]["content"] = text
+
+
+class _TextShape(_Shape):
+    completion_object = "text_completion"
+
+    def request_text(self, request: dict[str, Any]) -> str | None:
+        return None if request.get("echo") else prompt_text(request)
+
+    def reply(self, model: Any, content: str, safety: dict[str, Any]) -> dict[str, Any]:
+        return {"id": f"cmpl-safety-{uuid.uuid4().hex[:16]}", "object": "text_completion", "created": int(time.time()),
+                "model": model, "choices": [{"index": 0, "text": content, "logprobs": None, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, "safety": safety}
+
+    def chunk(self, model: Any, cid: str, content: str | None, finish: str | None,
+              safety: dict[str, Any] | None, first: bool = False) -> bytes:
+        obj = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+               "choices": [{"index": 0, "text": content or "", "logprobs": None, "finish_reason": finish}]}
+        return b"data: " + json.dumps(obj | ({"safety": safety} if safety else {})).encode() + b"\n\n"
+
+    def text_of(self, choice: dict[str, Any], streamed: bool) -> Any:
+        return choice.get("text")
+
+    def set_text(self, choice: dict[str, Any], text: str) -> None:
+        choice["text"] = text
+
+
+# The routes the rail guards, by the end of their path ("/chat/completions" is tried first).
+SHAPES = {"/chat/completions": _Shape(), "/completions": _TextShape()}
+
+
+def route_shape(scope: Scope) -> _Shape | None:
+    path = scope.get("path", "")
+    return next((shape for suffix, shape in SHAPES.items() if path.endswith(suffix)), None)
+
+
 class SafetyRail:
     """``app.add_middleware(SafetyRail, config=RailConfig(...))``; ``metrics`` to share counts."""
 
@@ -155,8 +226,8 @@ class SafetyRail:
         self._guard = guard_engine(config.guard) if config.guard.mode != "off" else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (not self.config.enabled or scope["type"] != "http" or scope.get("method") != "POST"
-                or not scope.get("path", "").endswith("/chat/completions")):
+        shape = route_shape(scope) if scope["type"] == "http" and scope.get("method") == "POST" else None
+        if not self.config.enabled or shape is None:
             await self.app(scope, receive, send)
             return
         body, replay = await _buffer(receive)
@@ -167,15 +238,17 @@ class SafetyRail:
         if not isinstance(request, dict):  # the app answers malformed requests with its own 400
             await self.app(scope, replay, send)
             return
-        if self.config.check_input and await self._answered_input(request, send):
+        began = time.perf_counter()
+        if self.config.check_input and await self._answered_input(request, shape, send):
             return
         if self.config.check_output:
-            send = _OutputCheck(send, request, self).send
+            send = _OutputCheck(send, request, self, shape, time.perf_counter() - began).send
         await self.app(scope, replay, send)
 
-    async def _answered_input(self, request: dict[str, Any], send: Send) -> bool:
-        """Assess the last user message; on high risk send the crisis response and return True."""
-        text = last_user_text(request)
+    async def _answered_input(self, request: dict[str, Any], shape: _Shape, send: Send) -> bool:
+        """Assess the last user message (the prompt); on high risk send the crisis response and
+        return True."""
+        text = shape.request_text(request)
         if not text:
             return False
         a = await aassess(text, self._assess_config, self._guard)
@@ -187,11 +260,11 @@ class SafetyRail:
         model = request.get("model")
         if request.get("stream") is True:
             cid = f"chatcmpl-safety-{uuid.uuid4().hex[:16]}"
-            events = (_chunk(model, cid, {"role": "assistant", "content": self.config.crisis_response}, None, safety)
-                      + _chunk(model, cid, {}, "stop", None) + b"data: [DONE]\n\n")
+            events = (shape.chunk(model, cid, self.config.crisis_response, None, safety, first=True)
+                      + shape.chunk(model, cid, None, "stop", None) + b"data: [DONE]\n\n")
             await _respond(send, events, b"text/event-stream", b"crisis_response")
         else:
-            body = json.dumps(_completion(model, self.config.crisis_response, safety)).encode()
+            body = json.dumps(shape.reply(model, self.config.crisis_response, safety)).encode()
             await _respond(send, body, b"application/json", b"crisis_response")
         return True
 
@@ -210,8 +283,9 @@ class _OutputCheck:
     """The ``send`` the app writes its response through: whole JSON replies are buffered and
     checked; event streams are checked event by event."""
 
-    def __init__(self, send: Send, request: dict[str, Any], rail: SafetyRail):
-        self.inner, self.request, self.rail = send, request, rail
+    def __init__(self, send: Send, request: dict[str, Any], rail: SafetyRail, shape: _Shape, spent_s: float):
+        self.inner, self.request, self.rail, self.shape = send, request, rail, shape
+        self.spent_s = spent_s  # the rail's time on this request so far (its input check)
         self.start: Message | None = None
         self.mode = "pass"  # pass | buffer | stream | withheld
         self.buffer = b""
@@ -224,7 +298,7 @@ class _OutputCheck:
             kind = dict(message.get("headers", [])).get(b"content-type", b"")
             if message["status"] == 200 and kind.startswith(b"text/event-stream"):
                 self.mode = "stream"
-                await self.inner(message)
+                await self.inner(self._timed(message))
             elif message["status"] == 200 and kind.startswith(b"application/json"):
                 self.mode, self.start = "buffer", message
             else:
@@ -237,29 +311,35 @@ class _OutputCheck:
         else:
             await self._stream(message)
 
+    def _timed(self, start: Message) -> Message:
+        timing = f"{TIMING_METRIC};dur={self.spent_s * 1000:.3f}".encode()
+        return start | {"headers": [*start.get("headers", []), (TIMING_HEADER, timing)]}
+
     async def _buffered(self, message: Message) -> None:
         self.buffer += message.get("body", b"")
         if message.get("more_body", False):
             return
         assert self.start is not None
+        checking = time.perf_counter()
         body, headers = self.buffer, list(self.start.get("headers", []))
         try:
             reply = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             reply = None
-        found = _means_in_reply(reply) if isinstance(reply, dict) else None
+        found = self._means_in_reply(reply) if isinstance(reply, dict) else None
         if found is None:
             self.rail.decide("output", "pass", None, None)
         else:
             self.rail.decide("output", "withheld", None, found[1], rule=found[0])
             for choice in reply["choices"]:
-                choice["message"]["content"] = self.rail.config.withheld_response
+                self.shape.set_text(choice, self.rail.config.withheld_response)
                 choice["finish_reason"] = "content_filter"
             reply["safety"] = _safety_field("output_withheld", rule=found[0])
             body = json.dumps(reply).encode()
             headers = [(k, v) for k, v in headers if k != b"content-length"]
             headers += [(b"content-length", str(len(body)).encode()), (HEADER, b"output_withheld")]
-        await self.inner(self.start | {"headers": headers})
+        self.spent_s += time.perf_counter() - checking
+        await self.inner(self._timed(self.start | {"headers": headers}))
         await self.inner({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _stream(self, message: Message) -> None:
@@ -286,7 +366,7 @@ class _OutputCheck:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
         for choice in chunk.get("choices") or []:
-            piece = (choice.get("delta") or {}).get("content")
+            piece = self.shape.text_of(choice, streamed=True) if isinstance(choice, dict) else None
             if isinstance(piece, str) and piece:
                 i = choice.get("index", 0)
                 self.streamed[i] = (self.streamed.get(i, "") + piece)[-CONTEXT_CHARS:]
@@ -299,19 +379,18 @@ class _OutputCheck:
         self.mode = "withheld"
         self.rail.decide("output", "withheld", None, found[1], rule=found[0])
         cid, model = f"chatcmpl-safety-{uuid.uuid4().hex[:16]}", self.request.get("model")
-        tail = (_chunk(model, cid, {"content": "\n\n" + self.rail.config.withheld_response}, "content_filter",
-                       _safety_field("output_withheld", rule=found[0])) + b"data: [DONE]\n\n")
+        tail = (self.shape.chunk(model, cid, "\n\n" + self.rail.config.withheld_response, "content_filter",
+                                 _safety_field("output_withheld", rule=found[0])) + b"data: [DONE]\n\n")
         await self.inner({"type": "http.response.body", "body": tail, "more_body": False})
 
-
-def _means_in_reply(reply: dict[str, Any]) -> tuple[str, str] | None:
-    for choice in reply.get("choices") or []:
-        content = (choice.get("message") or {}).get("content") if isinstance(choice, dict) else None
-        if isinstance(content, str):
-            found = means_information(content)
-            if found:
-                return found[0].rule, content
-    return None
+    def _means_in_reply(self, reply: dict[str, Any]) -> tuple[str, str] | None:
+        for choice in reply.get("choices") or []:
+            content = self.shape.text_of(choice, streamed=False) if isinstance(choice, dict) else None
+            if isinstance(content, str):
+                found = means_information(content)
+                if found:
+                    return found[0].rule, content
+        return None
 
 
 async def _buffer(receive: Receive) -> tuple[bytes, Receive]:

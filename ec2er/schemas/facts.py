@@ -89,6 +89,7 @@ class EvaluationFiles:
     TABLE_MD = "table.md"
     TABLE_CSV = "table.csv"
     CHART = "chart.png"
+    CRISIS = "crisis.jsonl"  # every crisis-handling reply and its grade, where the recipe asks for them
     PARTS = "parts"  # one file per (model, protocol): what a re-run resumes from
 
 

@@ -390,6 +390,13 @@ def _json(text: str | None) -> Any:
         return {"unreadable": text[:2000]}
 
 
+def _safety_summary(record: Any) -> dict[str, Any] | None:
+    """What the list shows of a dialogue's safety record: its highest client risk and handling."""
+    if not isinstance(record, dict):
+        return None
+    return {"client_risk": record.get("client_risk"), "handling": record.get("handling")}
+
+
 def list_row(r: dict[str, Any], f: ResultFile) -> dict[str, Any]:
     """What the list shows of a dialogue."""
     meta = _json(r.get("metadata")) or {}
@@ -397,5 +404,6 @@ def list_row(r: dict[str, Any], f: ResultFile) -> dict[str, Any]:
     return {"id": r["dialogue_id"], "status": r["status"], "error": r["error"], "theme": r["theme_category"],
             "stop": r["stop_reason"], "turns": r["turns"], "eu": r["eu_fine"] or [], "ea": r["ea_category"] or [],
             "item_failures": r["item_failures"], "tokens": r["completion_tokens"],
+            "safety": _safety_summary(meta.get("safety")),
             "persona": persona[:PERSONA_CHARS] + ("…" if len(persona) > PERSONA_CHARS else ""),
             "file": f.name}

@@ -431,13 +431,13 @@ async function dialoguesPage(params) {
     h("td", {}, r.status === "ok" ? badge("ok", "ok") : [badge(r.status, "bad"), h("div", { class: "muted" }, r.error || "")]),
     h("td", {}, r.theme || "–"), h("td", {}, r.stop || "–"), h("td", {}, num(r.turns)),
     h("td", {}, r.eu.map(x => badge(x))), h("td", {}, r.ea.map(x => badge(x))),
-    h("td", {}, num(r.tokens)), h("td", { class: "text" }, r.persona)));
+    h("td", {}, safetyBadge(r.safety)), h("td", {}, num(r.tokens)), h("td", { class: "text" }, r.persona)));
   const pager = h("div", { class: "pager" },
     h("button", { disabled: offset === 0, onclick: () => go("dialogues", { ...params, offset: Math.max(0, offset - PAGE) }) }, "← previous"),
     status,
     h("button", { disabled: page.rows.length < PAGE && !page.partial, onclick: () => go("dialogues", { ...params, offset: offset + PAGE }) }, "next →"));
   fill(main, h("h1", {}, "Dialogues"), bar, h("p", { id: "new-dialogues", class: "muted" }), pager,
-    page.rows.length ? table(["id", "status", "theme", "stop", "turns", "EU", "EA", "tokens", "persona"], rows) : h("p", { class: "muted", id: "no-rows" }, page.partial ? "" : "No dialogue matches."));
+    page.rows.length ? table(["id", "status", "theme", "stop", "turns", "EU", "EA", "crisis", "tokens", "persona"], rows) : h("p", { class: "muted", id: "no-rows" }, page.partial ? "" : "No dialogue matches."));
   const showStatus = (total, exact) => {
     status.replaceChildren(page.rows.length ? `${num(offset + 1)}–${num(offset + page.rows.length)}` : "none", total === null ? "" : ` of ${exact === false ? "≥ " : ""}${num(total)}`);
   };
@@ -456,7 +456,9 @@ async function dialoguePage(params, id) {
   const d = await api("dialogue", { stage, id });
   const m = d.metadata || {}, dialogue = d.dialogue;
   const turns = (dialogue && dialogue.turns) || [];
-  const turnList = h("div", { id: "turns" }, turns.map(t => h("div", { class: "turn " + t.speaker, "data-index": t.index },
+  const safety = m.safety || null;
+  const riskTurns = new Set(((safety && safety.risk_turns) || []).map(r => Number(r.turn)));
+  const turnList = h("div", { id: "turns" }, turns.map(t => h("div", { class: "turn " + t.speaker + (riskTurns.has(Number(t.index)) ? " risk" : ""), "data-index": t.index },
     h("div", { class: "who" }, `[${t.index}] ${t.speaker}`), h("div", { class: "text" }, t.text))));
   const items = [...(d.eu || []).map(x => ["EU", x]), ...(d.ea || []).map(x => ["EA", x])];
   const cards = items.map(([task, item]) => itemCard(task, item, { onclick: card => highlight(card, item) }));
@@ -474,6 +476,7 @@ async function dialoguePage(params, id) {
         h("h2", {}, "Persona"), h("div", { class: "card text" }, m.persona || "–"),
         h("h2", {}, "Background"), h("div", { class: "card text" }, (dialogue && dialogue.background) || "–"),
         h("h2", {}, "Turns"), turns.length ? turnList : h("p", { class: "muted" }, "no transcript (the dialogue failed)"),
+        h("h2", {}, "Crisis safety"), safetySection(safety),
         h("h2", {}, "Supervisor"), verdicts.length ? table(["check", ...criteria.map(c => c.replace("_", " ")), "reason"],
           verdicts.map((v, k) => h("tr", {}, h("td", {}, String(k + 1)), criteria.map(c => h("td", {}, v[c] ? "✓" : "✗")), h("td", { class: "text" }, v.reason || "")))) : h("p", { class: "muted" }, "no verdicts"),
         (m.supervisor_errors || []).length ? [h("h3", {}, "Supervisor errors"), h("ul", {}, m.supervisor_errors.map(e => h("li", {}, e)))] : null),
@@ -481,6 +484,32 @@ async function dialoguePage(params, id) {
         h("h2", {}, "Items ", h("span", { class: "muted" }, "(click one to mark the turns it came from)")),
         cards.length ? cards : h("p", { class: "muted" }, "no items"),
         (m.item_failures || []).length ? [h("h3", {}, "Items that failed"), h("ul", {}, m.item_failures.map(f => h("li", {}, `${f.qid}: ${f.error}`)))] : null)));
+}
+
+// A dialogue's crisis-safety record (ec2er.safety.dialogue.DialogueSafety): the client's highest
+// risk, and how the therapist turn after each risky client turn handled it.
+const HANDLING_KIND = { safe: "ok", unsafe: "bad", unanswered: "warn", not_needed: "" };
+function safetyBadge(safety) {
+  if (!safety) return "–";
+  if (safety.client_risk === "none") return badge("no risk");
+  return badge(`${safety.client_risk} · ${safety.handling}`, HANDLING_KIND[safety.handling]);
+}
+
+function safetySection(safety) {
+  if (!safety) return h("p", { class: "muted" }, "no safety record (no transcript, or written before safety records)");
+  const mark = ok => ok ? "✓" : "✗";
+  const head = kv([["client risk", safety.client_risk], ["category", safety.category],
+    ["handling", badge(safety.handling, HANDLING_KIND[safety.handling])], ["rules", safety.rules_version]], true);
+  const rows = (safety.risk_turns || []).map(r => {
+    const c = r.handling;
+    return h("tr", {}, h("td", {}, String(r.turn)), h("td", {}, `${r.level} (${r.category})`),
+      h("td", { class: "text" }, (r.evidence || []).map(e => `“${e.text}”`).join(" ")),
+      c ? [h("td", {}, String(c.therapist_turn)), ...["acknowledged", "argued", "means_information", "pointed_to_help", "asked_about_safety"].map(k => h("td", {}, mark(c[k]))),
+        h("td", {}, badge(c.safe ? "safe" : "unsafe", c.safe ? "ok" : "bad"))]
+        : h("td", { colspan: 7, class: "muted" }, "no therapist turn followed"));
+  });
+  return h("div", { class: "card", id: "safety" }, head, rows.length ? table(["client turn", "risk", "evidence", "therapist turn", "acknowledged",
+    "argued", "means info", "pointed to help", "asked about safety", "handled"], rows) : null);
 }
 
 function highlight(card, item) {
