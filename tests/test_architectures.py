@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeEngine
+from test_evaluation import write_benchmark
 
 from ec2er.config import VLLMEngineConfig
 from ec2er.errors import ConfigError, Ec2erError
@@ -151,7 +152,8 @@ def test_an_architecture_vllm_cannot_run_is_refused_in_one_line(tmp_path, capsys
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["FooForCausalLM"], "model_type": "foo"}))
     with pytest.raises(Ec2erError, match=r"architecture FooForCausalLM is not supported by this vLLM"):
         check_model(str(tmp_path))
-    assert main(["evaluate", "--config", str(REPO / "pipelines" / "eval-tiny.yaml"),
+    bench = write_benchmark(tmp_path / "bench", n=2, languages=("en",))  # its own: ../shared may be absent
+    assert main(["evaluate", "--config", str(REPO / "pipelines" / "eval-tiny.yaml"), "--set", f"data.benchmark={bench}",
                  "--set", f"models.0.engine.model={tmp_path}", "--output", str(tmp_path / "out")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert "FooForCausalLM is not supported" in err[-1]

@@ -2,8 +2,8 @@
 replicas on two worker nodes (each asks for a whole ``ec2er_worker``), the base model and two
 registry adapters. While 4 clients keep sending requests, the node of one replica is lost without
 drain: the endpoint keeps answering; the requests that fail are only ones in flight at the loss,
-no more than the lost replica can hold (``max_ongoing_requests``: 2; Serve's proxy runs on the
-head alone, ``proxy_location: HeadOnly``, so the lost node takes no proxy's traffic with it); Serve starts a replacement
+or sent to it before Serve learnt of the loss (a few seconds; Serve's proxy runs on the head
+alone, ``proxy_location: HeadOnly``, so the lost node takes no proxy's traffic with it); Serve starts a replacement
 replica on another node (the load stops once the endpoint has answered on after the loss: on 2
 cores a new engine starts in minutes under load, in seconds without); ``/v1/models`` still
 lists every adapter. An evaluation client (ec2er's
@@ -31,6 +31,7 @@ from multinode import (
 pytestmark = pytest.mark.slow
 BASE = "tiny-random-llama"
 REPLICA = "ServeReplica:ec2er:OpenAIServer"
+DETECTION_S = 8.0  # the cluster's 5 health checks of 1 s, and Serve's own notice of the dead replica
 
 
 def evaluation_client(engine, results: list, stopping: threading.Event) -> None:
@@ -75,17 +76,20 @@ def test_two_replicas_keep_answering_while_a_node_is_lost(multinode, tiny_model,
             assert evaluator.is_alive(), "the evaluation client's thread ended (its error is in the warnings)"
             victim = replicas[0].node_id
             with load.lock:
-                in_flight, lost_at, answered_before = load.in_flight, time.monotonic(), len(answered)
+                lost_at, answered_before = time.monotonic(), len(answered)
             multinode.kill_node(victim)
             # the endpoint keeps answering, from the replica left, while Serve replaces the lost one
-            wait_until(lambda: load.ok_since(lost_at) >= 8 and len(answered) >= answered_before + 4, 300,
+            wait_until(lambda: load.ok_since(lost_at + DETECTION_S) >= 4 and len(answered) >= answered_before + 4, 300,
                        "answers after the loss", proc, log)
             stopping.set()
             evaluator.join(timeout=180)
         failed = [(b - lost_at, e - lost_at, why) for b, e, ok, why in load.done if not ok]
-        # only requests in flight at the loss failed, and no more than the lost replica holds
-        assert all(b < 0 <= e for b, e, _ in failed), failed
-        assert len(failed) <= min(in_flight, 2), (in_flight, failed)
+        # the only requests that fail are those the lost replica held or was sent before Serve
+        # learnt of the loss (Ray declares the node dead after 5 missed 1-second health checks;
+        # CI saw two sent 5 ms after the loss fail with 500); none sent after that window
+        assert all(b < DETECTION_S and e >= 0 for b, e, _ in failed), failed
+        after = [ok for b, _, ok, _ in load.done if b - lost_at >= DETECTION_S]
+        assert len(after) >= 4 and all(after), failed
         assert answered and all(r.ok for r in answered), [r.error for r in answered if not r.ok]
         wait_until(lambda: replicas_replaced(multinode, victim), 600, "a replacement replica running", proc, log)
         import httpx
