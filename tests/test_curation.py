@@ -379,3 +379,16 @@ def test_bad_recipe_and_missing_input_are_one_line_errors(tmp_path: Path, capsys
     assert cli_main(["curate", "--input", str(tmp_path / "gen"), "--output", str(tmp_path / "o"),
                      "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "dedup.treshold: unknown key" in capsys.readouterr().err
+
+
+def test_a_small_run_still_holds_out_one_item() -> None:
+    """Five items at val_fraction 0.1 round to none per (task, category): one is held out anyway
+    (the chain evaluates on this split when there is no benchmark); none when no share is asked."""
+    from ec2er.curation.pipeline import stratified_split
+
+    rng = random.Random(0)
+    items = [parse_item(eu_item(i, rng)) for i in range(3)] + [parse_item(ea_item(i, rng)) for i in range(2)]
+    train, val = stratified_split(items, 0.1, seed=0)
+    assert len(val) == 1 and len(train) == 4 and {id(x) for x in train + val} == {id(x) for x in items}
+    assert stratified_split(items, 0.0, seed=0) == (items, [])
+    assert stratified_split(items[:1], 0.1, seed=0) == (items[:1], [])

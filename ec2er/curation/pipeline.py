@@ -194,7 +194,9 @@ def _balance(records: list[Record], cfg: CurateConfig) -> None:
 
 
 def stratified_split(items: list[Item], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
-    """Validation share taken per (task, category), so val mirrors train's mix."""
+    """Validation share taken per (task, category), so val mirrors train's mix; with a share
+    asked for and at least two items, never an empty validation split (each group's share may
+    round to 0 on a small run, and the chain evaluates on this split where it has no benchmark)."""
     rng = np.random.default_rng(seed)
     groups: dict[tuple[str, str], list[Item]] = defaultdict(list)
     for item in items:
@@ -205,6 +207,8 @@ def stratified_split(items: list[Item], fraction: float, seed: int) -> tuple[lis
         n_val = math.floor(fraction * len(members) + 0.5)
         val += members[:n_val]
         train += members[n_val:]
+    if fraction > 0 and not val and len(train) >= 2:
+        val.append(train.pop(int(rng.integers(len(train)))))
     order = {id(it): k for k, it in enumerate(items)}  # keep input order inside each split
     return sorted(train, key=lambda it: order[id(it)]), sorted(val, key=lambda it: order[id(it)])
 
