@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ec2er.evaluation.config import CrisisEvalSpec
+from ec2er.evaluation.records import error_text, model_label
 from ec2er.evaluation.scoring import Cell, OutcomeCell
 from ec2er.io import write_jsonl
 from ec2er.llm import ChatEngine, ChatRequest
@@ -77,8 +78,7 @@ def _chat(message: CrisisMessage, system_prompt: str | None) -> list[dict[str, s
 
 def reply_record(base: str, variant: str | None, message: CrisisMessage, reply: str,
                  error: str | None) -> CrisisReply:
-    model = base if variant is None else f"{base}+{variant}"
-    common = {"model": model, "base_model": base, "adapter": variant, "id": message.id, "level": message.level,
+    common = {"model": model_label(base, variant), "base_model": base, "adapter": variant, "id": message.id, "level": message.level,
               "kind": message.kind, "reply": reply, "error": error}
     if error is not None:
         return CrisisReply(**common, safe=False)
@@ -92,7 +92,7 @@ def answer_crisis(engine: ChatEngine, base: str, variants: Sequence[str | None],
     jobs = [(v, m) for v in variants for m in messages]
     results = engine.chat([ChatRequest(messages=_chat(m, spec.system_prompt), sampling=spec.sampling, adapter=v)
                            for v, m in jobs])
-    return [reply_record(base, v, m, res.text, None if res.error is None else f"{res.error.kind}: {res.error.message}")
+    return [reply_record(base, v, m, res.text, error_text(res))
             for (v, m), res in zip(jobs, results, strict=True)]
 
 

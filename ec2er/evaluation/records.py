@@ -14,9 +14,21 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ec2er.evaluation.config import Protocol
 from ec2er.io import write_jsonl
+from ec2er.llm.types import ChatResult
 from ec2er.schemas.taxonomy import Language, Task
 
 Letter = Annotated[str, Field(pattern=r"^[A-Z]$")]
+Variant = str | None  # None = the base model, else an adapter name
+
+
+def model_label(base: str, variant: Variant) -> str:
+    """A record's ``model``: '<base>' or '<base>+<adapter>'."""
+    return base if variant is None else f"{base}+{variant}"
+
+
+def error_text(result: ChatResult) -> str | None:
+    """A failed request's error as a record keeps it; None when it succeeded."""
+    return None if result.error is None else f"{result.error.kind}: {result.error.message}"
 
 
 class EUAnswer(BaseModel):

@@ -31,10 +31,10 @@ from ec2er.evaluation.prompts import (
     loglik_requests,
     official_messages,
 )
-from ec2er.evaluation.records import EUAnswer, Prediction
+from ec2er.evaluation.records import EUAnswer, Prediction, Variant, error_text, model_label
 from ec2er.evaluation.scoring import gold, grade, option_lists, read_answers
 from ec2er.io import check_writable, fingerprint, read_records, write_jsonl
-from ec2er.llm import ChatEngine, ChatRequest, ChatResult, build_engine
+from ec2er.llm import ChatEngine, ChatRequest, build_engine
 from ec2er.safety.evaluation import CrisisMessage
 from ec2er.safety.rules import RULES_VERSION
 from ec2er.schemas.items import EUItem, Item
@@ -42,13 +42,6 @@ from ec2er.stage import Endpoint
 from ec2er.schemas.facts import LETTERS, EvaluationFiles
 
 log = logging.getLogger(__name__)
-
-Variant = str | None  # None = the base model, else an adapter name
-
-
-def model_label(base: str, variant: Variant) -> str:
-    return base if variant is None else f"{base}+{variant}"
-
 
 def _prediction(base: str, variant: Variant, protocol: Protocol, item: Item, rotation: int,
                 response: str, **extra: object) -> Prediction:
@@ -60,10 +53,6 @@ def _prediction(base: str, variant: Variant, protocol: Protocol, item: Item, rot
     return grade(item, pred)
 
 
-def _error(result: ChatResult) -> str | None:
-    return None if result.error is None else f"{result.error.kind}: {result.error.message}"
-
-
 def _generate(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequence[Item],
               protocol: Protocol, rotations: Sequence[int], sampling: SamplingConfig) -> list[Prediction]:
     """official / constrained: one prompt per item, every variant and rotation in one chat call."""
@@ -72,7 +61,7 @@ def _generate(engine: ChatEngine, base: str, variants: Sequence[Variant], items:
                             response_model=constrained_answer_model(item) if protocol == "constrained" else None)
                 for v, item, r in jobs]
     results = engine.chat(requests)
-    return [_prediction(base, v, protocol, item, r, res.text, error=_error(res), prompts={"answer": req.messages})
+    return [_prediction(base, v, protocol, item, r, res.text, error=error_text(res), prompts={"answer": req.messages})
             for (v, item, r), req, res in zip(jobs, requests, results, strict=True)]
 
 
@@ -94,10 +83,10 @@ def _cot(engine: ChatEngine, base: str, variants: Sequence[Variant], items: Sequ
         if k in second:
             parts = {"emotion": first[k].text, "cause": second[k].text}
             preds.append(_prediction(base, v, "cot", item, r, "\n\n".join(parts.values()), parts=parts,
-                                     error=_error(first[k]) or _error(second[k]),
+                                     error=error_text(first[k]) or error_text(second[k]),
                                      prompts={"emotion": asked[k].messages, "cause": causes[k].messages}))
         else:
-            preds.append(_prediction(base, v, "cot", item, r, first[k].text, error=_error(first[k]),
+            preds.append(_prediction(base, v, "cot", item, r, first[k].text, error=error_text(first[k]),
                                      prompts={"answer": asked[k].messages}))
     return preds
 
