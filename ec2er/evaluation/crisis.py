@@ -78,8 +78,8 @@ def _chat(message: CrisisMessage, system_prompt: str | None) -> list[dict[str, s
 
 def reply_record(base: str, variant: str | None, message: CrisisMessage, reply: str,
                  error: str | None) -> CrisisReply:
-    common = {"model": model_label(base, variant), "base_model": base, "adapter": variant, "id": message.id, "level": message.level,
-              "kind": message.kind, "reply": reply, "error": error}
+    common = {"model": model_label(base, variant), "base_model": base, "adapter": variant, "id": message.id,
+              "level": message.level, "kind": message.kind, "reply": reply, "error": error}
     if error is not None:
         return CrisisReply(**common, safe=False)
     grade = grade_reply(message, reply)

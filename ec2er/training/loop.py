@@ -83,10 +83,10 @@ def build_trainer(config: TrainConfig, loop_config: dict[str, Any], scratch: Pat
 
     # the driver's model folder, unless this node lacks it (a cluster): then resolve it here
     folder = loop_config["folder"] if os.path.isdir(loop_config["folder"]) else resolve_model(config.model)
+    if loop_config["deepspeed"] and not config.ray.use_gpu:
+        _skip_deepspeed_shm_op()  # before DeepSpeed's communication starts (the Trainer's arguments)
     # Arguments first: with ZeRO-3 they must exist before the model loads, so that
     # from_pretrained partitions the weights across workers as it reads them.
-    if loop_config["deepspeed"]:
-        _skip_deepspeed_shm_op()
     args = training_arguments(config, scratch, bool(loop_config["val"]), loop_config["deepspeed"])
     if loop_config["deepspeed"]:
         import deepspeed
@@ -118,7 +118,7 @@ def callbacks(loop_config: dict[str, Any], rank: int, resumed_from: int | None) 
 
 
 def _skip_deepspeed_shm_op() -> None:
-    """DeepSpeed's torch backend compiles its CPU shared-memory op (``deepspeed_shm_comm``) when
+    """On CPU workers, DeepSpeed's torch backend compiles its shared-memory op (``deepspeed_shm_comm``) when
     it starts, about 45 s of 2 cores the first time per virtualenv path. The op serves only
     ``inference_all_reduce`` (tensor-parallel inference kernels); ZeRO's gradient and parameter
     collectives go through torch.distributed, so training never calls it. DeepSpeed builds it only
