@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
+from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ec2er.errors import ConfigError, DataError
 from ec2er.io import load_yaml
@@ -83,8 +83,8 @@ class RayJobConfig(StrictModel):
 
 class EngineBase(StrictModel):
     """What every engine kind has: the model it answers as, its seed, JSON recovery. Each kind
-    is its own config type (``VLLMEngineConfig``, ``OpenAIEngineConfig``), and ``ec2er.llm``
-    builds an engine from a registry keyed on that type, as Ray's batch processors are built."""
+    is its own config type, a subclass with a ``kind`` literal, defined and registered with its
+    builder in its own module of ``ec2er.llm.kinds``, as Ray's batch processors are."""
 
     model: str = DEFAULT_MODEL
     max_model_len: int = Field(2048, ge=128, description="the context window prompts and replies must fit: "
@@ -128,88 +128,6 @@ class EngineBase(StrictModel):
         return False
 
 
-class VLLMEngineConfig(EngineBase):
-    """vLLM in the process (``vllm.LLM``) or as an async engine (``AsyncLLM``)."""
-
-    kind: Literal["vllm"] = "vllm"
-    dtype: str = Field("auto", description="'auto': the checkpoint's dtype on GPUs, float32 on CPU "
-                                           "builds (bf16 matmuls fall back to slow kernels on CPUs "
-                                           "without AVX512-BF16: 3x lower batched throughput here)")
-    enforce_eager: bool = True
-    tensor_parallel_size: int = Field(1, ge=1)
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
-    kv_cache_gib: int = Field(2, ge=1, description="VLLM_CPU_KVCACHE_SPACE (GiB, an integer) on CPU builds")
-    cpu_reserved_cores: int | None = Field(
-        None, ge=0, description="VLLM_CPU_NUM_OF_RESERVED_CPU on CPU builds: cores kept from the model's "
-                                "threads for vLLM's scheduler. None: 0 on machines of 4 cores or fewer "
-                                "(vLLM's 1 would halve a 2-core machine: 1.8x lower batched throughput measured), "
-                                "vLLM's own choice on bigger ones")
-    cpu_single_process: bool = Field(
-        False, description="on CPU builds, run vLLM's model worker inside its engine process "
-                           "(vLLM's VLLM_ENABLE_V1_MULTIPROCESSING=0: vllm.LLM's engine in the caller, "
-                           "AsyncLLM's in one process instead of two). Measured on 2 cores: an engine "
-                           "start 48 -> 30 CPU-seconds, but batched decoding ~18% slower (mads-tiny, 4 "
-                           "dialogues on SmolLM2: 147 -> 173 s), so it pays for short-lived engines only "
-                           "(the test suite sets the variable); an explicit environment variable wins")
-    cpu_block_size: int | None = Field(
-        32, ge=16, description="KV-cache block size on CPU builds (vLLM's CPU default is 128); prefix "
-                               "caching reuses whole blocks, so smaller blocks let each dialogue turn reuse "
-                               "more of the history it shares with the previous turn")
-    enable_lora: bool = False
-    max_lora_rank: int = Field(16, ge=1)
-    max_loras: int = Field(2, ge=1)
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to vllm.LLM as is")
-
-    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({
-        "tensor_parallel_size", "gpu_memory_utilization", "kv_cache_gib", "cpu_reserved_cores",
-        "cpu_single_process", "cpu_block_size", "max_loras"})
-    runs_locally: ClassVar[bool] = True
-    adapters_in_process: ClassVar[bool] = True
-    prompt_logprobs: ClassVar[bool] = True
-    LORA_RANKS: ClassVar[tuple[int, ...]] = (8, 16, 32, 64, 128, 256, 320, 512)  # max_lora_rank values vLLM accepts
-
-    def with_adapters(self, adapters: dict[str, str]) -> VLLMEngineConfig:
-        """With LoRA on and room for every adapter: max_loras for all of them, and a max_lora_rank
-        no smaller than the largest adapter's rank (read from its adapter_config.json)."""
-        if not adapters:
-            return self.model_copy(update={"adapters": {}})
-        from ec2er.adapters import ADAPTER_CONFIG
-        from ec2er.io import read_json
-
-        ranks = [read_json(Path(path, ADAPTER_CONFIG)).get("r", 0)
-                 for path in adapters.values() if Path(path, ADAPTER_CONFIG).is_file()]
-        need = max([self.max_lora_rank, *ranks])
-        return self.model_copy(update={
-            "adapters": dict(adapters), "enable_lora": True, "max_loras": max(self.max_loras, len(adapters)),
-            "max_lora_rank": next((r for r in self.LORA_RANKS if r >= need), need)})
-
-    def gpus(self) -> int:
-        from ec2er.llm.vllm_engine import is_cpu_build
-
-        return 0 if is_cpu_build() else self.tensor_parallel_size
-
-
-class OpenAIEngineConfig(EngineBase):
-    """Any OpenAI-compatible endpoint: a vLLM server, ec2er's own (``ec2er serve``), a hosted API."""
-
-    kind: Literal["openai"] = "openai"
-    base_url: str = Field(description="the endpoint's base URL, e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the bearer key")
-    api_key_file: Path | None = Field(None, description="a file holding the bearer key (wins over api_key_env)")
-    max_concurrency: int = Field(16, ge=1)
-    max_retries: int = Field(4, ge=0)
-    timeout_s: float = Field(120.0, gt=0)
-
-    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({
-        "base_url", "api_key_env", "api_key_file", "max_concurrency", "max_retries", "timeout_s"})
-
-    def only_reachable_from_this_machine(self) -> bool:
-        from urllib.parse import urlparse
-
-        host = urlparse(self.base_url).hostname or ""
-        return host == "localhost" or host == "::1" or host.startswith("127.")
-
-
 def read_secret(env: str | None, file: Path | None, what: str = "api key") -> str | None:
     """A secret from a file (first line, stripped) or an environment variable, never from a recipe:
     recipes are copied into logs, summaries and Ray's task arguments. None when neither names one;
@@ -225,30 +143,17 @@ def read_secret(env: str | None, file: Path | None, what: str = "api key") -> st
     return os.environ.get(env) if env else None
 
 
-def _engine_kind(value: Any) -> str:
-    """The tag of an engine config: ``kind`` as written (vllm when left out)."""
-    kind = value.get("kind", "vllm") if isinstance(value, dict) else getattr(value, "kind", "vllm")
-    return kind if kind in ENGINE_KINDS else "unknown"
-
-
-# every engine kind's config type, by its ``kind``: the one list a new kind joins (its builder
-# registers in ec2er.llm.ENGINE_BUILDERS)
-ENGINE_KINDS: dict[str, type[EngineBase]] = {
-    c.model_fields["kind"].default: c for c in (VLLMEngineConfig, OpenAIEngineConfig)}
-
-# A recipe's ``engine:``: one config type per engine kind, chosen by its ``kind`` (vllm when left out).
-EngineConfig = Annotated[
-    Union[tuple(Annotated[c, Tag(kind)] for kind, c in ENGINE_KINDS.items())],  # one member per kind
-    Discriminator(_engine_kind, custom_error_type="engine_kind",
-                  custom_error_message=f"Input should be {' or '.join(map(repr, ENGINE_KINDS))}"),
-]
+# The tag pydantic puts in an error's path for the member of a tagged union it tried, e.g.
+# ``engine.kind=vllm.dtype`` (``ec2er.llm.kinds.EngineConfig``), and the error type of a bad tag.
+UNION_TAG_PREFIX = "kind="
+BAD_KIND_ERROR = "engine_kind"
 
 
 def error_key(err: Any) -> str:
     """The dotted key of one pydantic error as a recipe spells it: without the union tags pydantic
-    puts in the path (``engine.vllm.dtype`` is ``engine.dtype``); a bad engine kind names ``kind``."""
-    loc = [str(p) for p in err["loc"] if p not in ENGINE_KINDS]
-    return ".".join(loc + (["kind"] if err["type"] == "engine_kind" else []))
+    puts in the path (``engine.kind=vllm.dtype`` is ``engine.dtype``); a bad engine kind names ``kind``."""
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(UNION_TAG_PREFIX)]
+    return ".".join(loc + (["kind"] if err["type"] == BAD_KIND_ERROR else []))
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

@@ -56,7 +56,7 @@ def tiny_adapters(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model: str, tiny_adapters: dict[str, str]):
     """vLLM on the tiny random Llama with two LoRA adapters loaded."""
-    from ec2er.config import VLLMEngineConfig
+    from ec2er.llm import VLLMEngineConfig
     from ec2er.llm import build_engine
 
     engine = build_engine(VLLMEngineConfig(model=tiny_model, max_model_len=1024, kv_cache_gib=1,

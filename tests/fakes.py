@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -130,9 +131,13 @@ class FakeOpenAIServer(LoopbackServer):
     """The fake's replies behind /v1/chat/completions and /v1/models on 127.0.0.1."""
 
     def __init__(self, model: str = "fake-model", all_met_at: int | None = 6, delay_s: float = 0.0,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", more_models: tuple[str, ...] = (), schema_delay_s: float | None = None):
         self.model, self.all_met_at, self.delay_s = model, all_met_at, delay_s
+        self.models = (model, *more_models)  # all answer alike; /v1/models lists them all
+        self.schema_delay_s = delay_s if schema_delay_s is None else schema_delay_s  # for response_format requests
         self.requests = 0
+        self.in_flight: Counter[str] = Counter()  # chat requests being answered, by model name
+        self.most_in_flight: Counter[str] = Counter()  # the most at one time, by model name
         # Faults touch plain-text chat requests only (a background or a turn, whose failure fails
         # its dialogue, unlike a supervisor's), chosen by content, never by arrival order, so which
         # requests fail does not depend on how concurrent dialogues interleave:
@@ -153,16 +158,26 @@ class FakeOpenAIServer(LoopbackServer):
 
             def do_GET(self):
                 send_json(self, 200, {"object": "list",
-                                      "data": [{"id": fake.model, "object": "model", "owned_by": "x"}]})
+                                      "data": [{"id": m, "object": "model", "owned_by": "x"} for m in fake.models]})
 
             def do_POST(self):
                 import time
 
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                model = body["model"]
                 with fake.lock:
                     fake.requests += 1
                     failing = not body.get("response_format") and (fake.fail_all or fake.fails_first_time(body))
-                time.sleep(fake.delay_s)
+                    fake.in_flight[model] += 1
+                    fake.most_in_flight[model] = max(fake.most_in_flight[model], fake.in_flight[model])
+                try:
+                    time.sleep(fake.schema_delay_s if body.get("response_format") else fake.delay_s)
+                    self.answer(body, failing)
+                finally:
+                    with fake.lock:
+                        fake.in_flight[model] -= 1
+
+            def answer(self, body: dict, failing: bool) -> None:
                 if failing:
                     send_json(self, 503, {"error": {"message": "overloaded"}})
                     return

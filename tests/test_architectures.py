@@ -14,7 +14,7 @@ import pytest
 from fakes import FakeEngine
 from test_evaluation import write_benchmark
 
-from ec2er.config import VLLMEngineConfig
+from ec2er.llm import VLLMEngineConfig
 from ec2er.errors import ConfigError, Ec2erError
 from ec2er.llm.messages import TemplateNeeds, fit_template, template_needs
 from ec2er.models import check_model, prepare_model
@@ -194,7 +194,7 @@ def test_an_endpoint_whose_template_refuses_system_messages_gets_them_folded():
 
     from fakes import LoopbackServer, send_json
 
-    from ec2er.config import OpenAIEngineConfig
+    from ec2er.llm import OpenAIEngineConfig
     from ec2er.llm import ChatRequest
     from ec2er.llm.openai_engine import OpenAICompatibleEngine
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ec2er.config import OpenAIEngineConfig, RayJobConfig, VLLMEngineConfig
+from ec2er.config import RayJobConfig
+from ec2er.llm import OpenAIEngineConfig, VLLMEngineConfig
 from ec2er.errors import ConfigError
 
 

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ec2er.config import (
-    EngineConfig,
-    StrictModel,
-    VLLMEngineConfig,
-    load_config,
-    parse_override,
-)
+from ec2er.config import StrictModel, load_config, parse_override
 from ec2er.errors import ConfigError
+from ec2er.llm import EngineConfig, VLLMEngineConfig
 
 
 class Recipe(StrictModel):
@@ -41,7 +36,7 @@ def test_unknown_nested_key_names_file_and_key(tmp_path):
 
 def test_bad_value_names_key(tmp_path):
     p = _write(tmp_path, "name: x\nengine:\n  kind: llama\n")
-    with pytest.raises(ConfigError, match=r"engine\.kind: Input should be 'vllm' or 'openai'"):
+    with pytest.raises(ConfigError, match=r"engine\.kind: Input should be 'vllm' or 'openai'$"):
         load_config(p, Recipe)
 
 

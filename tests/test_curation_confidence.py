@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from ec2er.config import VLLMEngineConfig
+from ec2er.llm import VLLMEngineConfig
 from ec2er.curation.confidence import AMBIGUOUS, judge_confidence, letter_model
 from ec2er.curation.config import JudgeConfig
 from ec2er.llm import ChatEngine, ChatRequest, RawCompletion

@@ -71,7 +71,7 @@ def test_vllm_and_transformers_agree_on_greedy_output(gemma3, hf_model):
 
     from vllm import SamplingParams
 
-    from ec2er.config import VLLMEngineConfig
+    from ec2er.llm import VLLMEngineConfig
     from ec2er.llm import build_engine
 
     tok, model = hf_model

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from fakes import FakeEngine
 
-from ec2er.config import VLLMEngineConfig, load_config
+from ec2er.config import load_config
+from ec2er.llm import VLLMEngineConfig
 from ec2er.errors import ConfigError, DataError
 from ec2er.generation.agents import TokenBudget
 from ec2er.generation.agents.base import SESSION_CONTEXT

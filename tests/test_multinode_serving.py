@@ -47,7 +47,7 @@ def evaluation_client(engine, results: list, stopping: threading.Event) -> None:
 
 def test_two_replicas_keep_answering_while_a_node_is_lost(multinode, tiny_model, tmp_path):
     from ec2er.adapters import AdapterRegistry
-    from ec2er.config import OpenAIEngineConfig
+    from ec2er.llm import OpenAIEngineConfig
     from ec2er.io import free_port
     from ec2er.llm import build_engine
     from ec2er.models.random_lora import init_lora_adapter

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from fakes import LoopbackServer, send_json
 
-from ec2er.config import OpenAIEngineConfig, SamplingConfig
+from ec2er.config import SamplingConfig
+from ec2er.llm import OpenAIEngineConfig
 from ec2er.llm import ChatRequest, build_engine
 from ec2er.schemas import ReasonedAnswer
 

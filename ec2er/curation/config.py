@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from ec2er.config import EngineConfig, StrictModel
+from ec2er.config import StrictModel
+from ec2er.llm.kinds import EngineConfig
 from ec2er.schemas.checks import ItemLimits
 
 

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ec2er.adapters import DEFAULT_REGISTRY
-from ec2er.config import EngineConfig, RayJobConfig, SamplingConfig, StrictModel
+from ec2er.config import RayJobConfig, SamplingConfig, StrictModel
+from ec2er.llm.kinds import EngineConfig
 from ec2er.schemas.taxonomy import Language, Task
 
 Protocol = Literal["official", "cot", "constrained", "loglik"]

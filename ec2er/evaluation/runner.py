@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from ec2er.config import EngineBase, OpenAIEngineConfig, SamplingConfig
+from ec2er.config import EngineBase, SamplingConfig
+from ec2er.console import progress_bar
 from ec2er.errors import ConfigError
 from ec2er.evaluation.config import CrisisEvalSpec, EvalConfig, ModelSpec, Protocol
 from ec2er.evaluation.crisis import CRISIS, CrisisReply, answer_crisis, select_messages
@@ -34,7 +35,7 @@ from ec2er.evaluation.prompts import (
 from ec2er.evaluation.records import EUAnswer, Prediction, Variant, error_text, model_label
 from ec2er.evaluation.scoring import gold, grade, option_lists, read_answers
 from ec2er.io import check_writable, fingerprint, read_records, write_jsonl
-from ec2er.llm import ChatEngine, ChatRequest, build_engine
+from ec2er.llm import ChatEngine, ChatRequest, OpenAIEngineConfig, build_engine
 from ec2er.safety.evaluation import CrisisMessage
 from ec2er.safety.rules import RULES_VERSION
 from ec2er.schemas.items import EUItem, Item
@@ -250,19 +251,26 @@ def _predict_on_ray(config: EvalConfig, specs: list[ModelSpec], items: list[Item
     # to it again. Calls are retried without a count of their own (-1), as Ray Data does: each
     # "actor unavailable" while the node is being declared dead would use one up, and a call
     # that raises is never retried anyway.
-    actors = [ray.remote(max_restarts=config.ray.max_restarts, max_task_retries=-1, **r)(EvalWorker).remote(m)
+    # An actor whose engine calls a server sends all its calls at once (one thread each; the OpenAI
+    # engine opens a client per call): the server batches them, where one after another each call
+    # would wait for the slowest reply of the one before. An in-process engine runs one batch at a time.
+    actors = [ray.remote(max_restarts=config.ray.max_restarts, max_task_retries=-1,
+                         max_concurrency=1 if m.engine.runs_locally else len(todo[m.name]), **r)(EvalWorker).remote(m)
               for m, r in zip(specs, resources, strict=True)]
     parts: dict[Path, list[Prediction] | list[CrisisReply]] = {}
     try:
         pending = {(a.crisis.remote(messages, config.crisis) if protocol == CRISIS
                     else a.predict.remote(items, config, protocol)): (protocol, path)
                    for a, m in zip(actors, specs, strict=True) for protocol, path in todo[m.name]}
-        while pending:
-            [ready], _ = ray.wait(list(pending))
-            protocol, path = pending.pop(ready)
-            record = CrisisReply if protocol == CRISIS else Prediction
-            parts[path] = [record.model_validate(r) for r in ray.get(ready)]
-            write_jsonl(path, (r.model_dump(mode="json") for r in parts[path]))  # atomic: no half-written part
+        with progress_bar(len(pending), f"evaluate {len(specs)} models", "part") as bar:
+            while pending:
+                [ready], _ = ray.wait(list(pending))
+                protocol, path = pending.pop(ready)
+                record = CrisisReply if protocol == CRISIS else Prediction
+                parts[path] = [record.model_validate(r) for r in ray.get(ready)]
+                write_jsonl(path, (r.model_dump(mode="json") for r in parts[path]))  # atomic: no half-written part
+                bar.set_postfix_str(f"{path.name.rsplit('.', 2)[0]} done", refresh=False)
+                bar.update()
         ray.get([a.close.remote() for a in actors])
     finally:
         for a in actors:

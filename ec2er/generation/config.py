@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ec2er.config import EngineConfig, RayJobConfig, SamplingConfig, StrictModel, VLLMEngineConfig
+from ec2er.config import RayJobConfig, SamplingConfig, StrictModel
+from ec2er.llm.kinds import EngineConfig
+from ec2er.llm.kinds.vllm import VLLMEngineConfig
 from ec2er.schemas.facts import MAX_TURNS, MIN_TURNS
 from ec2er.schemas.taxonomy import ThemeCategory
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 
-from ec2er.config import VLLMEngineConfig
+from ec2er.llm.kinds.vllm import VLLMEngineConfig
 from ec2er.llm.types import ChatRequest, EngineDead, GenerationError, RawCompletion
 from ec2er.llm.vllm_engine import LocalVLLMEngine, engine_kwargs, error_kind, sampling_params
 

@@ -20,7 +20,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ec2er.config import OpenAIEngineConfig, read_secret
+from ec2er.config import read_secret
+from ec2er.llm.kinds.openai import OpenAIEngineConfig
 from ec2er.errors import ConfigError
 from ec2er.llm.base import ChatEngine
 from ec2er.llm.messages import FOLD_ALL, normalize

@@ -11,7 +11,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ec2er.config import VLLMEngineConfig, SamplingConfig
+from ec2er.config import SamplingConfig
+from ec2er.llm.kinds.vllm import VLLMEngineConfig
 from ec2er.errors import ConfigError
 from ec2er.llm.base import ChatEngine
 from ec2er.llm.messages import fit_template

@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ec2er.config import OpenAIEngineConfig, StrictModel
+from ec2er.config import StrictModel
+from ec2er.llm.kinds.openai import OpenAIEngineConfig
 
 
 class RiskLevel(StrEnum):

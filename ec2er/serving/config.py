@@ -15,7 +15,8 @@ from pydantic import Field, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ec2er.adapters import DEFAULT_REGISTRY
-from ec2er.config import RayJobConfig, StrictModel, VLLMEngineConfig, read_secret
+from ec2er.config import RayJobConfig, StrictModel, read_secret
+from ec2er.llm.kinds.vllm import VLLMEngineConfig
 from ec2er.errors import ConfigError
 from ec2er.safety.rail import RailConfig
 from ec2er.schemas.facts import DEFAULT_MODEL
