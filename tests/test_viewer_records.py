@@ -29,6 +29,8 @@ from ec2er.schemas.benchmark import load_benchmark
 from ec2er.schemas.facts import GenerationFiles
 from ec2er.schemas.items import EUItem
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_the_runner_reports_every_turn_and_every_replys_tokens() -> None:
     config = make_config(2)
@@ -42,6 +44,10 @@ def test_the_runner_reports_every_turn_and_every_replys_tokens() -> None:
     assert sum(d.get("turns", 0) for d in heard) == sum(r.metadata["turns"] for r in results) > 0
     assert sum(d.get("completion_tokens", 0) for d in heard) == sum(r.metadata["completion_tokens"] for r in results)
     assert sum("turns" in d for d in heard) == sum(r.metadata["turns"] for r in results)  # one report per turn
+    # every reply reports its request's max_tokens: within what token_budget plans for these dialogues
+    assert sum("budget" in d for d in heard) == sum(r.metadata["engine_calls"] for r in results)
+    budget = sum(d.get("budget", 0) for d in heard)
+    assert 0 < budget <= sum(config.token_budget(r.metadata["turns"]) for r in results) * 1.5
 
 
 def test_turn_reports_are_sent_on_at_most_once_a_second() -> None:
@@ -59,22 +65,24 @@ def test_turn_reports_are_sent_on_at_most_once_a_second() -> None:
     assert sent[-1] == {"completion_tokens": 7} and len(sent) == 2
 
 
-def test_live_progress_estimates_from_turns_and_writes_progress_json(tmp_path: Path) -> None:
+def test_live_progress_estimates_from_the_token_budget_and_writes_progress_json(tmp_path: Path) -> None:
     now = [1000.0]
-    live = LiveProgress(tmp_path, planned=10, already=2, max_turns=8, clock=lambda: now[0])
+    live = LiveProgress(tmp_path, planned=10, already=2, max_turns=8, token_budget=lambda turns: 100 + 10 * turns,
+                        clock=lambda: now[0])
     start = live.document({"dialogues": 0, "turns": 0, "completion_tokens": 0})
     assert start["eta_s"] is None and start["tokens_per_s"] is None and start["fraction"] == 0
     live.write(start)
     now[0] += 1  # the engines started; the first reply
-    live.document({"turns": 1, "completion_tokens": 20})
+    live.document({"turns": 1, "completion_tokens": 20, "budget": 10})
     now[0] += 10
-    early = live.document({"dialogues": 0, "turns": 16, "completion_tokens": 320})
-    # before any dialogue finished, a dialogue counts as max_turns: 16 of 8 x 8 turns
+    early = live.document({"dialogues": 0, "turns": 16, "completion_tokens": 320, "budget": 360})
+    # before any dialogue finished, a dialogue takes max_turns: 360 of 8 x (100 + 10 x 8) tokens
     assert early["fraction"] == 0.25 and early["eta_s"] == 30 and early["tokens_per_s"] == 32.0
     assert live.line(early).startswith("2/10 dialogues, 16 turns, 320 tokens, 32 tok/s, ETA 30s")
     now[0] += 10
-    later = live.document({"dialogues": 4, "turns": 24, "finished_turns": 16, "completion_tokens": 640})
-    assert later["fraction"] == 0.75  # 4 dialogues took 4 turns each: 8 x 4 = 32 turns of work
+    later = live.document({"dialogues": 4, "turns": 24, "finished_turns": 16, "completion_tokens": 640,
+                           "budget": 840})
+    assert later["fraction"] == 0.75  # 4 dialogues took 4 turns each: 8 x (100 + 40) = 1120 of work
     assert live.bar_position(later) == 8.0
     live.write(later)  # 20 s after the last write: written
     assert json.loads((tmp_path / GenerationFiles.PROGRESS).read_text())["turns"] == 24
@@ -84,6 +92,19 @@ def test_live_progress_estimates_from_turns_and_writes_progress_json(tmp_path: P
     live.write(live.document({"dialogues": 8, "turns": 32}, "done"), force=True)
     done = json.loads((tmp_path / GenerationFiles.PROGRESS).read_text())
     assert done["state"] == "done" and done["fraction"] == 1.0 and done["eta_s"] is None
+
+
+def test_a_dialogues_token_budget_counts_the_supervisors_looks_and_the_extraction() -> None:
+    from ec2er.config import load_config
+    from ec2er.generation.config import GenerateConfig
+
+    config = load_config(REPO / "pipelines" / "mads-tiny.yaml", GenerateConfig)  # 4-6 turns, looks from 4 every 2
+    assert [n for n in range(1, 7) if config.supervises_after(n)] == [4]  # at 6 the dialogue ends: extraction
+    # background 200, turns of 64, a look of 160, 2 EU + 2 EA items of 400 each
+    assert config.token_budget(6) == 200 + 6 * 64 + 160 + 4 * 400
+    assert config.token_budget(4) == 200 + 4 * 64 + 160 + 4 * 400
+    concise = config.model_copy(update={"pipeline": "concise"})
+    assert concise.token_budget(6) == 200 + 6 * 64 + 4 * 400  # no supervisor
 
 
 def test_the_training_preview_marks_exactly_the_tokens_that_carry_loss(tiny_model: str, tmp_path: Path) -> None:

@@ -262,7 +262,8 @@ def _predict_on_ray(config: EvalConfig, specs: list[ModelSpec], items: list[Item
         pending = {(a.crisis.remote(messages, config.crisis) if protocol == CRISIS
                     else a.predict.remote(items, config, protocol)): (protocol, path)
                    for a, m in zip(actors, specs, strict=True) for protocol, path in todo[m.name]}
-        with progress_bar(len(pending), f"evaluate {len(specs)} models", "part") as bar:
+        # a part: one base model's answers to one protocol, its adapters' included
+        with progress_bar(len(pending), "evaluate", "part") as bar:
             while pending:
                 [ready], _ = ray.wait(list(pending))
                 protocol, path = pending.pop(ready)

@@ -137,3 +137,19 @@ class GenerateConfig(StrictModel):
     @property
     def uses_supervisor(self) -> bool:
         return self.pipeline == "mads"
+
+    def supervises_after(self, turns: int) -> bool:
+        """Whether the supervisor looks at a dialogue of ``turns`` turns (one that goes on)."""
+        t = self.turns
+        return (self.uses_supervisor and turns < t.max_turns and turns >= max(t.supervisor_from, t.min_turns)
+                and (turns - t.supervisor_from) % t.supervisor_every == 0)
+
+    def token_budget(self, turns: float) -> float:
+        """The reply tokens a dialogue of ``turns`` turns may ask for (each request's max_tokens):
+        its background, its turns, the supervisor's looks and its items' extraction. The progress
+        a person sees is measured in these, so the long extraction replies count as the work they are."""
+        s, items = self.sampling, self.items
+        looks = sum(self.supervises_after(n) for n in range(1, int(turns) + 1))
+        mean_items = (items.eu_min + items.eu_max + items.ea_min + items.ea_max) / 2
+        return (s.background.max_tokens + turns * s.turn.max_tokens + looks * s.supervisor.max_tokens
+                + mean_items * s.extraction.max_tokens)

@@ -85,7 +85,8 @@ class DialogueRunner:
                  on_progress: Callable[[dict[str, int]], None] | None = None):
         self.engine = engine
         self.config = config
-        # hears each turn and each reply's completion tokens as they happen (progress a person sees)
+        # hears each turn, each reply's completion tokens and its request's max_tokens (the unit of
+        # the progress a person sees) as they happen
         self.on_progress = on_progress or (lambda delta: None)
         self.budget = TokenBudget(config.engine.max_model_len, engine.count_tokens)
         self.model_name = config.engine.model
@@ -105,7 +106,7 @@ class DialogueRunner:
         s.prompt_tokens += result.prompt_tokens
         s.cached_prompt_tokens += result.cached_tokens
         s.completion_tokens += result.completion_tokens
-        self.on_progress({"completion_tokens": result.completion_tokens})
+        self.on_progress({"completion_tokens": result.completion_tokens, "budget": request.sampling.max_tokens})
         return result
 
     def _sampling(self, base: SamplingConfig, s: DialogueState, label: str) -> SamplingConfig:
@@ -168,13 +169,9 @@ class DialogueRunner:
         return text
 
     def _after_turn(self, n: int) -> Stage:
-        t = self.config.turns
-        if n >= t.max_turns:
+        if n >= self.config.turns.max_turns:
             return "extract"
-        if (self.config.uses_supervisor and n >= max(t.supervisor_from, t.min_turns)
-                and (n - t.supervisor_from) % t.supervisor_every == 0):
-            return "supervise"
-        return "turn"
+        return "supervise" if self.config.supervises_after(n) else "turn"
 
     # ---- extraction ----
     async def _extract(self, s: DialogueState) -> None:

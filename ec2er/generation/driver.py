@@ -109,9 +109,9 @@ def run_generation(config: GenerateConfig, out: str | Path) -> dict[str, Any]:
         write_json(out / Files.FINGERPRINT, run_identity(config))
     already = len(done_ids(str(out)))
     bar = progress_bar(planned, f"generate {config.pipeline}", "dialogue", initial=min(already, planned))
-    # the bar moves with turns (dialogues finish late); the line says dialogues, turns, tok/s, ETA
+    # the bar moves with every reply (dialogues finish late); the line says dialogues, turns, tok/s, ETA
     bar.bar_format = "{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}"
-    live = LiveProgress(out, planned, min(already, planned), config.turns.max_turns)
+    live = LiveProgress(out, planned, min(already, planned), config.turns.max_turns, config.token_budget)
     latest: dict[str, int] = {}
 
     def show(counts: dict[str, int], state: str = "running") -> None:

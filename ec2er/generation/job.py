@@ -29,9 +29,10 @@ from ec2er.io import fingerprint
 log = logging.getLogger(__name__)
 
 PROGRESS_ACTOR = "ec2er-generation-progress"
-# turns and completion_tokens are reported as they happen (per turn, per reply); the others per
-# batch; finished_turns (the turns of the dialogues done) sizes the estimate of the work left
-COUNTERS = ("dialogues", "failed", "redo", "items", "completion_tokens", "turns", "finished_turns")
+# turns, completion_tokens and budget (the replies' max_tokens) are reported as they happen (per
+# turn, per reply); the others per batch; finished_turns (the turns of the dialogues done) sizes
+# the estimate of the work left
+COUNTERS = ("dialogues", "failed", "redo", "items", "completion_tokens", "budget", "turns", "finished_turns")
 # what the actors' lives cost this session (see Progress): incarnations started, restarted by Ray
 # after their process died, lost (a batch of theirs had to be done again), batches done again
 ACTOR_COUNTERS = ("actors_started", "actors_restarted", "actors_lost", "batches_redone")

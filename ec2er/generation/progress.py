@@ -2,11 +2,14 @@
 an estimate of the time left, on the console and in ``progress.json`` (the viewer shows it live).
 
 Dialogues finish late (a dialogue is all its turns plus extraction), so counting finished
-dialogues alone leaves the bar at 0 for minutes. The actors therefore also report every turn and
-every reply's completion tokens as they happen (``TurnReporter``, a few messages a second at most),
-and the estimate works in turns: the work of a session is its dialogues times the turns a dialogue
-takes (the mean of the dialogues finished so far, ``max_turns`` before the first one finishes, so
-the first estimate errs long, never short).
+dialogues alone leaves the bar at 0 for minutes. The actors therefore also report every reply as
+it happens (``TurnReporter``, a few messages a second at most): its completion tokens, and its
+request's ``max_tokens``, the unit of the estimate. The work of a session is its dialogues times
+a dialogue's token budget (``GenerateConfig.token_budget``: background, turns, the supervisor's
+looks and the items' extraction, whose long replies are most of a dialogue's time: counted in
+turns, the bar sat at 70% through the whole extraction), for the turns a dialogue takes (the
+mean of the dialogues finished so far, ``max_turns`` before the first one finishes, so the first
+estimate errs long, never short).
 
 ``progress.json`` (written atomically every few seconds while a session runs, then once more at its
 end) holds the running counters and these derived numbers::
@@ -17,7 +20,7 @@ end) holds the running counters and these derived numbers::
     planned          dialogues the run plans; already: written before this session
     dialogues ...    the counters (dialogues, failed, redo, items, turns, completion_tokens, ...)
     tokens_per_s     completion tokens per second since the first reply of this session
-    fraction         share of this session's work done (estimated in turns)
+    fraction         share of this session's work done (estimated in token budget)
     eta_s            seconds left (null until the first turn)
 """
 
@@ -61,9 +64,10 @@ class LiveProgress:
     """Turns the counters into a bar position, a console line and ``progress.json``."""
 
     def __init__(self, folder: Path, planned: int, already: int, max_turns: int,
-                 clock: Callable[[], float] = time.time):
+                 token_budget: Callable[[float], float], clock: Callable[[], float] = time.time):
         self.path = folder / GenerationFiles.PROGRESS
         self.planned, self.already, self.max_turns = planned, already, max_turns
+        self.token_budget = token_budget  # of a dialogue of so many turns
         self.clock = clock
         self.started = clock()
         self.first_reply: float | None = None  # engines start before the first reply: not work
@@ -77,9 +81,9 @@ class LiveProgress:
         busy = now - self.first_reply if self.first_reply is not None else 0.0
         todo = max(self.planned - self.already, 0)
         finished = counts.get("dialogues", 0) + counts.get("redo", 0)
-        per_dialogue = counts.get("finished_turns", 0) / finished if finished else self.max_turns
-        work = max(todo * per_dialogue, 1.0)
-        fraction = 1.0 if state == "done" else min(turns / work, 0.99) if todo else 1.0
+        turns_per_dialogue = counts.get("finished_turns", 0) / finished if finished else self.max_turns
+        work = max(todo * self.token_budget(turns_per_dialogue), 1.0)
+        fraction = 1.0 if state == "done" else min(counts.get("budget", 0) / work, 0.99) if todo else 1.0
         eta = None if state == "done" or not turns or busy <= 0 else busy * (1 - fraction) / max(fraction, 1e-9)
         return {"state": state, "updated": round(now, 1), "started": round(self.started, 1),
                 "planned": self.planned, "already": self.already, **counts,
