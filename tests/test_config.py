@@ -104,6 +104,11 @@ def test_overrides_index_into_lists(tmp_path):
     ("_single_process", "VLLM_ENABLE_V1_MULTIPROCESSING", 2, False, None, None),
     ("_single_process", "VLLM_ENABLE_V1_MULTIPROCESSING", 2, True, None, "0"),
     ("_single_process", "VLLM_ENABLE_V1_MULTIPROCESSING", 2, True, "1", "1"),
+    # the cores an engine's threads are pinned to: vLLM's own choice unless the recipe names them,
+    # and then the recipe's (replicas of one server inherit one environment, each base needs its own)
+    ("_bind_threads", "VLLM_CPU_OMP_THREADS_BIND", 2, None, None, None),
+    ("_bind_threads", "VLLM_CPU_OMP_THREADS_BIND", 2, "1", None, "1"),
+    ("_bind_threads", "VLLM_CPU_OMP_THREADS_BIND", 2, "1", "0-1", "1"),
 ])
 def test_cpu_engine_switches_and_the_environment_that_wins(
         monkeypatch, switch, variable, cores, configured, preset, expected):

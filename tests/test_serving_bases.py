@@ -168,3 +168,6 @@ def test_the_demos_recipe_serves_smollm2_and_gemma3():
 
     config = load_config(Path(__file__).resolve().parents[1] / "serve" / "two-bases.yaml", ServeConfig)
     assert [b.served_name for b in config.bases()] == ["smollm2-135m-instruct", "gemma3-270m"]
+    # each base's engine on a core of its own (jobs/bench_bases.py: on shared cores both together
+    # serve a quarter of what either serves alone)
+    assert [b.engine.engine_config(b.model).cpu_threads_bind for b in config.bases()] == ["0", "1"]

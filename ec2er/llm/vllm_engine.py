@@ -40,6 +40,14 @@ def _reserve_cpu_cores(reserved: int | None) -> None:
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(reserved))
 
 
+def _bind_threads(cores: str | None) -> None:
+    """The cores this engine's OpenMP threads are pinned to (``VLLMEngineConfig.cpu_threads_bind``).
+    Set by the recipe, it wins over an inherited variable: every replica of a server inherits the
+    same environment, and two bases behind one endpoint each need their own cores."""
+    if cores is not None:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cores
+
+
 def _single_process(single: bool) -> None:
     """vLLM-CPU starts its model worker as a process of its own (its multiprocess executor, which
     pins OpenMP threads per worker), and ``vllm.LLM`` its engine core as another; each imports vLLM
@@ -63,6 +71,7 @@ def engine_kwargs(config: VLLMEngineConfig) -> dict[str, Any]:
     cpu = is_cpu_build()
     if cpu:
         _reserve_cpu_cores(config.cpu_reserved_cores)
+        _bind_threads(config.cpu_threads_bind)
         _single_process(config.cpu_single_process)
     dtype = "float32" if cpu and config.dtype == "auto" else config.dtype
     kwargs: dict[str, Any] = dict(

@@ -28,8 +28,8 @@ OBJECT_STORAGE_SCHEMES = ("s3://", "gs://", "abfss://", "azure://")  # ray.serve
 # asks for those per request) or are fixed by serving (kind, model, adapters, enable_lora).
 ENGINE_FIELDS = (
     "dtype", "max_model_len", "enforce_eager", "tensor_parallel_size", "gpu_memory_utilization",
-    "kv_cache_gib", "cpu_reserved_cores", "cpu_single_process", "cpu_block_size", "max_lora_rank",
-    "max_loras", "seed", "engine_kwargs",
+    "kv_cache_gib", "cpu_reserved_cores", "cpu_threads_bind", "cpu_single_process", "cpu_block_size",
+    "max_lora_rank", "max_loras", "seed", "engine_kwargs",
 )
 
 _EngineFields = create_model(  # type: ignore[call-overload]

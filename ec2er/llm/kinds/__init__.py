@@ -84,4 +84,5 @@ EngineConfig = Annotated[
                   custom_error_message=f"Input should be {' or '.join(map(repr, ENGINE_KINDS))}"),
 ]
 
-__all__ = ["DEFAULT_KIND", "ENGINE_KINDS", "ENTRY_POINT_GROUP", "EngineConfig", "EngineKind", "engine_kind", "register_engine"]
+__all__ = ["DEFAULT_KIND", "ENGINE_KINDS", "ENTRY_POINT_GROUP", "EngineConfig", "EngineKind", "engine_kind",
+           "register_engine"]

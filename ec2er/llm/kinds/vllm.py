@@ -28,6 +28,13 @@ class VLLMEngineConfig(EngineBase):
                                 "threads for vLLM's scheduler. None: 0 on machines of 4 cores or fewer "
                                 "(vLLM's 1 would halve a 2-core machine: 1.8x lower batched throughput measured), "
                                 "vLLM's own choice on bigger ones")
+    cpu_threads_bind: str | None = Field(
+        None, description="VLLM_CPU_OMP_THREADS_BIND on CPU builds: the cores the model's OpenMP threads "
+                          "are pinned to, e.g. '0' or '0-3' ('|' between tensor-parallel ranks). None: "
+                          "vLLM's 'auto', every core. Engines sharing a machine (two bases behind one "
+                          "endpoint) each want cores of their own: on the same cores, each one's "
+                          "threads wait at every parallel step for the other's (measured on 2 cores: "
+                          "both together served 0.37 req/s where either alone served 1.2-1.5)")
     cpu_single_process: bool = Field(
         False, description="on CPU builds, run vLLM's model worker inside its engine process "
                            "(vLLM's VLLM_ENABLE_V1_MULTIPROCESSING=0: vllm.LLM's engine in the caller, "
@@ -46,7 +53,7 @@ class VLLMEngineConfig(EngineBase):
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "tensor_parallel_size", "gpu_memory_utilization", "kv_cache_gib", "cpu_reserved_cores",
-        "cpu_single_process", "cpu_block_size", "max_loras"})
+        "cpu_threads_bind", "cpu_single_process", "cpu_block_size", "max_loras"})
     runs_locally: ClassVar[bool] = True
     adapters_in_process: ClassVar[bool] = True
     prompt_logprobs: ClassVar[bool] = True
