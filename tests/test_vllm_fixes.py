@@ -87,27 +87,59 @@ def test_vllm_cpus_own_op_gives_a_base_row_the_last_slots_adapter():
     assert torch.allclose(out[1], a[1, 0] @ x[1])  # slot -1 read as slot 1, the last
 
 
-def test_shrink_gives_base_rows_a_zero_buffer_and_adapter_rows_their_own_slot():
-    x, a = torch.randn(5, 6), _stacked(2, 3, 6)
-    out = torch.full((5, 3), 9.0)  # stale numbers in the buffer must not survive in any row
-    _ops().bgmv_shrink(x, a, out, SLOTS, 0.5)
-    for row, slot in enumerate(SLOTS.tolist()):
+# Each op's paths: few rows over several slots (vLLM's gather on the LoRA rows), many rows over
+# several slots (one product per slot), every row in one slot (one product), and base rows only.
+SLOT_CASES = {"few rows": SLOTS, "many rows": SLOTS.repeat(13), "one slot": torch.ones(60, dtype=torch.long),
+              "base only": torch.full((6,), -1)}
+
+
+@pytest.mark.parametrize("slots", SLOT_CASES.values(), ids=SLOT_CASES.keys())
+def test_shrink_gives_base_rows_a_zero_buffer_and_adapter_rows_their_own_slot(slots):
+    n = slots.shape[0]
+    x, a = torch.randn(n, 6), _stacked(2, 3, 6)
+    out = torch.full((n, 3), 9.0)  # stale numbers in the buffer must not survive in any row
+    _ops().bgmv_shrink(x, a, out, slots, 0.5)
+    for row, slot in enumerate(slots.tolist()):
         want = torch.zeros(3) if slot < 0 else 0.5 * a[slot, 0] @ x[row]
-        assert torch.allclose(out[row], want, atol=1e-6), row
+        assert torch.allclose(out[row], want, atol=1e-5), row
 
 
-def test_expand_and_expand_slice_leave_base_rows_as_they_were():
+@pytest.mark.parametrize("add_inputs", [True, False])
+@pytest.mark.parametrize("slots", SLOT_CASES.values(), ids=SLOT_CASES.keys())
+def test_expand_and_expand_slice_leave_base_rows_as_they_were(slots, add_inputs):
     ops = _ops()
-    x, b = torch.randn(5, 3), _stacked(2, 4, 3)
-    y = torch.randn(5, 8)
+    n = slots.shape[0]
+    x, b = torch.randn(n, 3), _stacked(2, 4, 3)
+    y = torch.randn(n, 8)
     added = y.clone()
-    ops.bgmv_expand(x, b, added, SLOTS, True)
+    ops.bgmv_expand(x, b, added, slots, add_inputs)
     sliced = y.clone()
-    ops.bgmv_expand_slice(x, b, sliced, SLOTS, 2, 4, True)
-    for row, slot in enumerate(SLOTS.tolist()):
-        delta = torch.zeros(4) if slot < 0 else b[slot, 0] @ x[row]
-        assert torch.allclose(added[row], y[row] + torch.cat([delta, torch.zeros(4)]), atol=1e-6), row
-        assert torch.allclose(sliced[row], y[row] + torch.cat([torch.zeros(2), delta, torch.zeros(2)]), atol=1e-6), row
+    ops.bgmv_expand_slice(x, b, sliced, slots, 2, 4, add_inputs)
+    for row, slot in enumerate(slots.tolist()):
+        if slot < 0:  # no delta, not even an overwrite
+            assert torch.equal(added[row], y[row]) and torch.equal(sliced[row], y[row]), row
+            continue
+        delta = b[slot, 0] @ x[row]
+        base = y[row] if add_inputs else torch.cat([torch.zeros(4), y[row, 4:]])
+        assert torch.allclose(added[row], base + torch.cat([delta, torch.zeros(4)]), atol=1e-5), row
+        base = y[row] if add_inputs else torch.cat([y[row, :2], torch.zeros(4), y[row, 6:]])
+        assert torch.allclose(sliced[row], base + torch.cat([torch.zeros(2), delta, torch.zeros(2)]), atol=1e-5), row
+
+
+def test_the_per_slot_ops_equal_vllms_own_on_the_rows_of_a_slot():
+    """On rows that all have a slot (where vLLM's op is right), the per-slot products give its numbers."""
+    ops = _ops()
+    slots = torch.tensor([0, 1, 1, 0]).repeat(20)
+    x, a, b = torch.randn(80, 6), _stacked(2, 3, 6), _stacked(2, 5, 3)
+    ours, theirs = torch.zeros(80, 3), torch.zeros(80, 3)
+    ops.bgmv_shrink(x, a, ours, slots, 0.25)
+    ops.bgmv_shrink.__wrapped__(x, a, theirs, slots, 0.25)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    h, y = torch.randn(80, 3), torch.randn(80, 5)
+    ours, theirs = y.clone(), y.clone()
+    ops.bgmv_expand(h, b, ours, slots, True)
+    ops.bgmv_expand.__wrapped__(h, b, theirs, slots, True)
+    assert torch.allclose(ours, theirs, atol=1e-5)
 
 
 def test_the_prefill_ops_and_the_cpu_wrapper_use_the_fixed_ops():
