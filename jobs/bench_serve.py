@@ -199,8 +199,8 @@ def _report(rounds: list[dict], adapters: list[str], args: argparse.Namespace, c
               f"median over rounds), of a request's p50 {mixed['p50_ms']} ms", file=console, flush=True)
     return {"requests_per_s": mixed["requests_per_s"], "p50_ms": mixed["p50_ms"], "p99_ms": mixed["p99_ms"], **rail,
             "errors": sum(p["errors"] for r in rounds for p in r.values()), **summary, "repeats": args.repeats,
-            "adapters": len(adapters), "concurrency": args.concurrency, "max_tokens": args.max_tokens,
-            "phases": phases, "rounds": rounds}
+            "adapters": len(adapters), "max_loras": args.max_loras, "concurrency": args.concurrency,
+            "max_tokens": args.max_tokens, "phases": phases, "rounds": rounds}
 
 
 def _served_models(url: str, api_key: str) -> tuple[str, list[str]]:
@@ -212,6 +212,7 @@ def _served_models(url: str, api_key: str) -> tuple[str, list[str]]:
 
 def main() -> int:
     args = _args()
+    args.max_loras = None  # the engine's LoRA slots, where this benchmark starts the server
     if args.url:
         base, adapters = _served_models(args.url, args.api_key)
         result = asyncio.run(_bench(args.url, base, adapters[: args.adapters], args))
@@ -232,6 +233,10 @@ def main() -> int:
             with console_to_log(log_file) as console:
                 adapters = publish_stand_ins(config.registry, config.model, args.adapters,
                                              rank=min(8, config.engine.max_lora_rank))
+                args.max_loras = config.engine.max_loras
+                if args.max_loras < len(adapters):
+                    print(f"{len(adapters)} adapters share {args.max_loras} LoRA slots (engine.max_loras): the "
+                          "adapters and mixed phases also wait for a slot", flush=True)
                 with serving(config) as url:
                     result = asyncio.run(_bench(url, config.served_name, adapters, args, console))
     if not result["adapters"]:

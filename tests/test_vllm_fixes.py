@@ -87,8 +87,8 @@ def test_vllm_cpus_own_op_gives_a_base_row_the_last_slots_adapter():
     assert torch.allclose(out[1], a[1, 0] @ x[1])  # slot -1 read as slot 1, the last
 
 
-# Each op's paths: few rows over several slots (vLLM's gather on the LoRA rows), many rows over
-# several slots (one product per slot), every row in one slot (one product), and base rows only.
+# Each op's cases: few and many rows over several slots (one product against every slot), every row
+# in one slot (one product), and base rows only.
 SLOT_CASES = {"few rows": SLOTS, "many rows": SLOTS.repeat(13), "one slot": torch.ones(60, dtype=torch.long),
               "base only": torch.full((6,), -1)}
 
@@ -126,8 +126,8 @@ def test_expand_and_expand_slice_leave_base_rows_as_they_were(slots, add_inputs)
         assert torch.allclose(sliced[row], base + torch.cat([torch.zeros(2), delta, torch.zeros(2)]), atol=1e-5), row
 
 
-def test_the_per_slot_ops_equal_vllms_own_on_the_rows_of_a_slot():
-    """On rows that all have a slot (where vLLM's op is right), the per-slot products give its numbers."""
+def test_the_ops_equal_vllms_own_where_every_row_has_a_slot():
+    """Where vLLM's own op is right (no base rows), ours gives its numbers."""
     ops = _ops()
     slots = torch.tensor([0, 1, 1, 0]).repeat(20)
     x, a, b = torch.randn(80, 6), _stacked(2, 3, 6), _stacked(2, 5, 3)
