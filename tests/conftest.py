@@ -20,6 +20,25 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # the suite's many Rays r
 # (VLLMEngineConfig.cpu_single_process).
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
+# Where the suite's time goes: with EC2ER_TEST_TIMELINE=FILE, each test's worker, start and end
+# (set-up, call and tear-down together) are appended to FILE as JSON lines, one per test.
+TIMELINE = os.environ.get("EC2ER_TEST_TIMELINE")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    import time
+
+    start = time.time()
+    yield
+    if TIMELINE:
+        import json
+
+        line = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "test": item.nodeid,
+                "start": round(start, 2), "end": round(time.time(), 2)}
+        with open(TIMELINE, "a") as timeline:
+            timeline.write(json.dumps(line) + "\n")
+
 
 @pytest.fixture(scope="session")
 def emobench_dir() -> Path:
