@@ -42,6 +42,11 @@ def recipe(root: Path, server: FakeOpenAIServer) -> Path:
     return path
 
 
+def _on_two_nodes(cluster) -> list:
+    workers = actors(cluster, "EvalWorker")
+    return workers if len({w.node_id for w in workers}) == 2 else []
+
+
 def test_models_on_two_nodes_a_node_lost_every_prediction_once(multinode, tmp_path):
     ensure_worker_nodes(multinode, 3)  # one per model actor, one for the actor started again
     out, log = tmp_path / "eval", tmp_path / "eval.log"
@@ -50,9 +55,10 @@ def test_models_on_two_nodes_a_node_lost_every_prediction_once(multinode, tmp_pa
     with FakeOpenAIServer(delay_s=0.5, schema_delay_s=2.0, host=node_ip(), more_models=("fake-b",)) as server:
         proc = start(multinode, ["evaluate", "--config", str(recipe(tmp_path, server)), "--output", str(out)], log)
         try:
-            wait_until(lambda: list(out.glob("parts/*.jsonl")), 300, "a first part written", proc, log)
-            workers = actors(multinode, "EvalWorker")
-            assert len({w.node_id for w in workers}) == 2, [(w.class_name, w.node_id) for w in workers]
+            # both actors alive on nodes of their own (on a slow machine the second may start after
+            # the first has written a part), and a part written: the run is under way on both
+            workers = wait_until(lambda: list(out.glob("parts/*.jsonl")) and _on_two_nodes(multinode), 300,
+                                 "both actors on nodes of their own and a first part written", proc, log)
             victim = min(w.node_id for w in workers)
             multinode.kill_node(victim)
             again = wait_until(lambda: [w for w in actors(multinode, "EvalWorker") if w.num_restarts >= 1], 300,
