@@ -74,7 +74,11 @@ def test_a_dead_engine_ends_its_actor_and_the_run_still_finishes(tmp_path, ray_l
     from ec2er.generation.driver import run_generation
 
     overrides = dict(parse_override(TINY[i + 1]) for i in range(0, len(TINY) - 2, 2) if TINY[i] == "--set")
-    config = load_config(REPO / "pipelines/mads-tiny.yaml", GenerateConfig, overrides | {"num_dialogues": 4})
+    # one dialogue at a time, so the test's window to kill mid-run (a dialogue written, others not)
+    # is three dialogues long: two at a time, a newcomer's clean-clone run once ended before the
+    # test had seen its engine core with a dialogue written
+    config = load_config(REPO / "pipelines/mads-tiny.yaml", GenerateConfig,
+                         overrides | {"num_dialogues": 4, "ray.max_concurrent_batches": 1})
     out = tmp_path / "mads"
     done: list[object] = []
     failed: list[BaseException] = []
