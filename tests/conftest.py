@@ -19,6 +19,14 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # the suite's many Rays r
 # short-lived engines (~220 s of its time on 2 cores), not for long runs
 # (VLLMEngineConfig.cpu_single_process).
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+# Ray Train's preemption watcher (an actor per training run, polling Ray for nodes being drained
+# so as to log spot preemptions) is a process start per run with nothing to watch: no test drains
+# a node (nodes are killed, which Ray Train's failure handling covers).
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+# Each Ray node's log monitor globs its log folder every 0.1 s while it holds under 1,000 files,
+# and every 0.5 s past that; the suite keeps several nodes up for most of its length, so the
+# later rule for all of them (new worker output reaches a driver at most 0.5 s later).
+os.environ.setdefault("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
 
 # Where the suite's time goes: with EC2ER_TEST_TIMELINE=FILE, each test's worker, start and end
 # (set-up, call and tear-down together) are appended to FILE as JSON lines, one per test.

@@ -309,3 +309,18 @@ def test_export_rewrites_the_base_and_refuses_an_untrained_adapter(tiny_model, t
     assert exported["base_model_name_or_path"] == tiny_model
     assert (tmp_path / "out" / "tokenizer.json").is_file()
     shutil.rmtree(tmp_path / "out")
+
+
+@pytest.mark.parametrize("address", [None, "127.0.0.1:6379"])
+def test_the_trainer_starts_no_dataset_manager_without_datasets_and_a_local_run_no_cleaner(address, monkeypatch,
+                                                                                           tmp_path):
+    from ec2er.training.trainer import torch_trainer
+
+    if address:
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    config = TrainConfig.model_validate({"name": "t", "registry": str(tmp_path)})
+    names = {type(cb).__name__ for cb in torch_trainer(config, {}, "run", str(tmp_path))._create_default_callbacks()}
+    assert "DatasetsCallback" not in names and "BackendSetupCallback" in names, names
+    assert ("PlacementGroupCleanerCallback" in names) == bool(address), names

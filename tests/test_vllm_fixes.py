@@ -160,3 +160,38 @@ def test_the_prefill_ops_and_the_cpu_wrapper_use_the_fixed_ops():
     assert torch.allclose(out[3:], x[3:] @ a[1, 0].T, atol=1e-6)
     apply_vllm_fixes()  # again: no second wrapper around the first
     assert not hasattr(ops.bgmv_shrink.__wrapped__, "__wrapped__")
+
+
+# The CPU punica wrapper (what every LoRA layer calls) computes each step's slot plan once; its
+# steps: a prefill mixing base and two adapters, decodes of few and many rows (expand computes
+# these two ways), one adapter alone, base rows only; each after the one before, so a stale plan
+# would give the earlier step's slots.
+WRAPPER_STEPS = [([1, 1, 0, 2, 2, 0], True), ([2, 0, 1], False), ([1, 0, 2, 2, 1] * 9, False), ([2] * 7, True),
+                 ([0, 0, 0], False), ([1, 2, 0, 1], True)]
+
+
+def test_the_cpu_wrappers_layers_get_each_rows_own_slot_with_one_plan_per_step(monkeypatch):
+    from vllm.lora.layers.utils import LoRAMapping
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    from ec2er.llm import vllm_fixes
+
+    apply_vllm_fixes()
+    plans, plan = [], vllm_fixes._SlotPlan
+    monkeypatch.setattr(vllm_fixes, "_SlotPlan", lambda indices: plans.append(indices.tolist()) or plan(indices))
+    wrapper = PunicaWrapperCPU(max_num_batched_tokens=64, max_batches=8, device="cpu")
+    a = (_stacked(2, 3, 6), _stacked(2, 3, 6))  # two slices (as q and k of a merged projection)
+    b = (_stacked(2, 4, 3), _stacked(2, 5, 3))
+    for step, (lora_ids, is_prefill) in enumerate(WRAPPER_STEPS):
+        wrapper.update_metadata(LoRAMapping(lora_ids, lora_ids, is_prefill=is_prefill), [1, 2], 2, 100)
+        for _layer in range(3):  # a step's layers share its plan
+            x, y = torch.randn(len(lora_ids), 6), torch.randn(len(lora_ids), 9)
+            want = y.clone()
+            wrapper.add_lora_linear(y, x, a, b, 0.5, (4, 5))
+            for row, lora_id in enumerate(lora_ids):  # id 0: the base model; ids 1, 2 in slots 0, 1
+                if lora_id:
+                    slot = lora_id - 1
+                    want[row, :4] += b[0][slot, 0] @ (0.5 * a[0][slot, 0] @ x[row])
+                    want[row, 4:] += b[1][slot, 0] @ (0.5 * a[1][slot, 0] @ x[row])
+            assert torch.allclose(y, want, atol=1e-5), (step, lora_ids)
+        assert plans[step:] == [[lora_id - 1 for lora_id in lora_ids]], step  # one plan, this step's slots

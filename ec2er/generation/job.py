@@ -326,14 +326,8 @@ def run_job(config: GenerateConfig, out: str, on_progress: Callable[[dict[str, i
             compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
             max_concurrency=config.ray.max_concurrent_batches,
             **engine_actor_resources(config.engine, config.ray.cpus_per_actor, worker_resources(config.ray)))
-        error: list[BaseException] = []
-        writer = threading.Thread(target=_write, args=(ds, f"{out}/{RESULTS}", error), daemon=True)
-        writer.start()
-        while writer.is_alive():
-            writer.join(timeout=1.0)
-            on_progress(ray.get(progress.snapshot.remote()))
-        if error:
-            raise _failed_dialogue(error[0]) or error[0]
+        _write_with_progress(ds, f"{out}/{RESULTS}", progress, on_progress)
+        on_progress(ray.get(progress.snapshot.remote()))
         nodes = ray.get(progress.dialogues_per_node.remote())
         return ray.get(progress.snapshot.remote()) | {"dialogues_per_node": nodes}
     finally:
@@ -356,8 +350,35 @@ def _failed_dialogue(error: BaseException) -> DialogueFailed | None:
     return None
 
 
-def _write(ds: Any, uri: str, error: list[BaseException]) -> None:
+def _write_with_progress(ds: Any, uri: str, progress: Any, on_progress: Callable[[dict[str, int]], None]) -> None:
+    """Write the dataset in this (the main) thread while another reports progress every second.
+
+    The write stays in the main thread so that a SIGTERM or Ctrl-C interrupts it there and Ray
+    Data stops its own execution as it unwinds; the reporter is stopped and joined before this
+    returns. Otherwise a thread of this driver may still be calling Ray when the CLI stops Ray,
+    and Ray's core worker, finding its raylet gone under that call, ends the process with status 1
+    ("Exiting because the Raylet IPC connection failed") instead of the CLI's 143."""
+    stop = threading.Event()
+    reporter = threading.Thread(target=_report_progress, args=(progress, on_progress, stop), daemon=True)
+    reporter.start()
     try:
         ds.write_parquet(uri)
-    except BaseException as e:  # re-raised in the driver's thread
-        error.append(e)
+    except Exception as e:
+        failed = _failed_dialogue(e)
+        if failed is None:
+            raise
+        raise failed from None
+    finally:
+        stop.set()
+        reporter.join()
+
+
+def _report_progress(progress: Any, on_progress: Callable[[dict[str, int]], None], stop: threading.Event) -> None:
+    import ray
+
+    while not stop.wait(1.0):
+        try:
+            on_progress(ray.get(progress.snapshot.remote(), timeout=30))
+        except Exception as e:  # the bar stops; the write goes on and reports its own failure
+            log.warning("progress reporting stopped: %s", e)
+            return

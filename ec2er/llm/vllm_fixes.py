@@ -42,7 +42,8 @@ zero the delta afterwards) and #49656 (leave the rows out of the gather), neithe
 The fix (the approach of #49656): each of those three ops gives base rows no delta: shrink writes
 zeros into their rows of its LoRA buffer, expand leaves their output as it was. It also computes
 the ops without vLLM's copy of an adapter's weights for every row (``_lora_op_by_slot``): on a
-prefill that copy was most of an adapter's cost.
+prefill that copy was most of an adapter's cost; and the CPU punica wrapper works out a step's
+slots once for all its layers (``_plan_once_per_step``), not once per op.
 
 Both are applied by ``ec2er.llm.vllm_engine.engine_kwargs`` in the process that builds an engine,
 and as a vLLM general plugin (pyproject's ``vllm.general_plugins`` entry point) in the engine-core
@@ -74,6 +75,7 @@ def apply_vllm_fixes() -> None:
     if current_platform.is_cpu():
         _fix_prompt_logprobs()
         _fix_base_rows_in_mixed_batches()
+        _plan_once_per_step()
 
 
 @functools.cache  # the build, the plugin and the patches do not change while a process runs
@@ -181,34 +183,118 @@ def _lora_op_by_slot(op: Any, write: Any) -> Any:
     def lora_op_by_slot(inputs: Any, weights: Any, output: Any, indices: Any, *args: Any, **kwargs: Any) -> Any:
         if not inputs.shape[0] == output.shape[0] == indices.shape[0] or not indices.numel():
             return op(inputs, weights, output, indices, *args, **kwargs)  # vLLM's own broadcasting: as it was
-        if weights.dim() == 4:  # (slot, 1, out, in), as vLLM's op squeezes it
-            weights = weights.squeeze(1)
-        inputs, weights = inputs.to(dtype=output.dtype), weights.to(dtype=output.dtype)
-        first, last = int(indices.min()), int(indices.max())
-        if first == last >= 0:  # one adapter for every row
-            write(output, inputs @ weights[first].T, None, *args, **kwargs)
-        else:
-            write(output, _product_by_slot(inputs, weights, indices), indices >= 0, *args, **kwargs)
+        _apply_by_slot(write, inputs, weights, output, _SlotPlan(indices), *args, **kwargs)
         return None
 
     setattr(lora_op_by_slot, _MARK, True)
     return lora_op_by_slot
 
 
-def _product_by_slot(inputs: Any, weights: Any, indices: Any) -> Any:
-    """Row t of ``inputs`` (rows, in) times ``weights[indices[t]]`` (slots, out, in) transposed, and
-    zeros where ``indices[t]`` is -1: one matrix product over all slots side by side, on whichever
-    side (out for shrink, in for expand) holds the small rank."""
+class _SlotPlan:
+    """Each row's LoRA slot (-1: base model) and what the ops derive from it. Built once per step
+    by the CPU punica wrapper (``_plan_once_per_step``), not in each of the step's several hundred
+    op calls (about 800 for SmolLM2, where the slot mask cost as much as the products)."""
+
+    def __init__(self, indices: Any):
+        self.rows = indices.shape[0]
+        self.first, self.last = int(indices.min()), int(indices.max())
+        self.lora_rows = indices >= 0
+        self._indices, self._one_hot = indices, {}
+
+    def one_hot(self, slots: int, dtype: Any) -> Any:
+        """(rows, slots): 1 in each row's slot column; base rows all zero."""
+        key = (slots, dtype)
+        if key not in self._one_hot:
+            import torch
+
+            self._one_hot[key] = (self._indices.unsqueeze(1) == torch.arange(slots)).to(dtype=dtype)
+        return self._one_hot[key]
+
+
+def _apply_by_slot(write: Any, inputs: Any, weights: Any, output: Any, plan: _SlotPlan, *args: Any,
+                   **kwargs: Any) -> None:
+    if weights.dim() == 4:  # (slot, 1, out, in), as vLLM's op squeezes it
+        weights = weights.squeeze(1)
+    inputs, weights = inputs.to(dtype=output.dtype), weights.to(dtype=output.dtype)
+    if plan.first == plan.last >= 0:  # one adapter for every row
+        write(output, inputs @ weights[plan.first].T, None, *args, **kwargs)
+    elif plan.last < 0:  # base rows only: no delta (a zero LoRA buffer for shrink)
+        write(output, output.new_zeros(plan.rows, weights.shape[1]), plan.lora_rows, *args, **kwargs)
+    else:
+        one_hot = plan.one_hot(weights.shape[0], output.dtype)
+        write(output, _product_by_slot(inputs, weights, one_hot), plan.lora_rows, *args, **kwargs)
+
+
+# Up to this many rows (a decode step's), expand takes every slot's product and keeps each row's
+# own: against stacking the weights for one product, it saves a copy of them per call (half the
+# time at 8 rows); past it (prefills) the products outgrow the copy (2.6 ms against 15 at 1,200).
+_FEW_ROWS = 32
+
+
+def _product_by_slot(inputs: Any, weights: Any, one_hot: Any) -> Any:
+    """Row t of ``inputs`` (rows, in) times its slot's ``weights`` (slots, out, in) transposed, the
+    slot given by row t of ``one_hot`` (rows, slots; base rows all zero: a zero product)."""
     import torch
 
     slots, out_width, in_width = weights.shape
-    one_hot = (indices.unsqueeze(1) == torch.arange(slots)).to(dtype=inputs.dtype)  # base rows: all zero
-    if out_width <= in_width:  # shrink: every slot's product, then each row keeps its own
+    if out_width <= in_width or inputs.shape[0] <= _FEW_ROWS:  # every slot's product (a view of the weights)
         products = (inputs @ weights.reshape(slots * out_width, in_width).T).view(-1, slots, out_width)
-        return (products * one_hot.unsqueeze(2)).sum(1)
-    # expand: each row's input placed in its slot's block, against the slots' weights stacked on in
+        return torch.bmm(one_hot.unsqueeze(1), products).squeeze(1)
+    # expand on many rows: each row's input placed in its slot's block, against the slots' weights
+    # stacked on in
     masked = (inputs.unsqueeze(1) * one_hot.unsqueeze(2)).reshape(-1, slots * in_width)
     return masked @ weights.transpose(1, 2).reshape(slots * in_width, out_width)
+
+
+_PLAN = "_ec2er_slot_plan"  # the step's _SlotPlan, in the CPU punica wrapper's __dict__
+
+
+def _plan_once_per_step() -> None:
+    """The CPU punica wrapper's LoRA ops (layers' shrink and expand, prefill and decode) take the
+    step's ``_SlotPlan``, built at the first op after ``update_metadata`` (the only place the
+    wrapper changes its token mapping). Prefill takes each token's slot as decode does: vLLM's
+    ``sgmv_*`` ops expand their per-sequence slots into the same per-token slots before the
+    ``bgmv_*`` ops, so the numbers are the same and the expansion goes too."""
+    try:
+        from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+    except ImportError:  # a layout this fix was not written for
+        return
+    if getattr(PunicaWrapperCPU.update_metadata, _MARK, False):
+        return
+    update_metadata = PunicaWrapperCPU.update_metadata
+
+    @functools.wraps(update_metadata)
+    def update_metadata_and_forget_the_plan(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.__dict__.pop(_PLAN, None)
+        return update_metadata(self, *args, **kwargs)
+
+    setattr(update_metadata_and_forget_the_plan, _MARK, True)
+    PunicaWrapperCPU.update_metadata = update_metadata_and_forget_the_plan
+    for phase in ("prefill", "decode"):
+        for op, write in _CPU_LORA_OPS.items():  # bgmv_shrink -> _shrink_prefill, _shrink_decode, ...
+            method = f"_{op.removeprefix('bgmv_')}_{phase}"
+            setattr(PunicaWrapperCPU, method, _by_step_plan(getattr(PunicaWrapperCPU, method), write))
+
+
+def _by_step_plan(method: Any, write: Any) -> Any:
+    """``wrapper._<op>_<phase>(y, x, w_t_all, *args)`` through ``_apply_by_slot`` with the step's plan."""
+
+    @functools.wraps(method)
+    def by_step_plan(self: Any, y: Any, x: Any, w_t_all: Any, *args: Any) -> Any:
+        if self.is_prefill and self.no_lora:  # as vLLM's prefill ops: nothing to add
+            return None
+        plan = self.__dict__.get(_PLAN)
+        if plan is None:
+            indices = self.token_lora_indices
+            if not indices.numel():
+                return method(self, y, x, w_t_all, *args)
+            plan = self.__dict__[_PLAN] = _SlotPlan(indices)
+        if not x.shape[0] == y.shape[0] == plan.rows:
+            return method(self, y, x, w_t_all, *args)  # a layout this was not written for: vLLM's (fixed) op
+        _apply_by_slot(write, x, w_t_all, y, plan, *args)
+        return None
+
+    return by_step_plan
 
 
 def _logits_punica_wrapper(runner: Any) -> Any:

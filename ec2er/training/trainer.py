@@ -81,7 +81,7 @@ def torch_trainer(config: TrainConfig, loop_config: dict[str, Any], run_name: st
     import ray.train
     from ray.train.torch import TorchConfig
 
-    TorchTrainer = local_safe_trainer_class()  # noqa: N806
+    TorchTrainer = lean_trainer_class()  # noqa: N806
 
     from ec2er.ray_utils import worker_resources
     from ec2er.training.loop import FAULT_ENV, parse_fault, train_loop_per_worker
@@ -149,29 +149,35 @@ def printing(queue: Any) -> Iterator[None]:
         thread.join(timeout=10)
 
 
-def local_safe_trainer_class() -> type:
-    """Ray Train's ``TorchTrainer``, without its placement-group cleaner when this driver runs
-    Ray itself (no RAY_ADDRESS: ``init_ray``'s local instance).
+def lean_trainer_class() -> type:
+    """Ray Train's ``TorchTrainer`` without two of its default callbacks where they have nothing
+    to do; the hook is a private method of Ray 2.60's trainer (pinned in pyproject.toml), and
+    without it nothing changes.
 
-    The cleaner is a detached actor that removes the run's placement group once the state API
-    says the train controller is gone. It finds the state API through
-    /tmp/ray/ray_current_cluster, which names the LAST Ray instance started on the machine: on a
-    machine running a second local Ray (another user's, a test's), it asks that instance, which
-    has never heard of our controller, takes "not found" for "dead", and removes the placement
-    group of our live run. Seen here: 11 s after another local Ray started, Ray logged
-    "Destroying worker since its placement group was removed" for both workers of a healthy run,
-    which then restarted from its last checkpoint (step 0: it had none yet). A local instance's
-    placement groups end with the driver anyway, so the cleaner has nothing to do there. On a cluster joined by address it stays. The hook is a
-    private method of Ray 2.60's trainer (pinned in pyproject.toml); without it, nothing changes.
+    - The datasets callback, when the run is given no Ray Dataset (ec2er's workers read their
+      examples themselves): it starts a ``DatasetManager`` actor for every run all the same, a
+      process that imports Ray Data and Ray Train for nothing (about 5 s of a core each run).
+    - The placement-group cleaner, when this driver runs Ray itself (no RAY_ADDRESS:
+      ``init_ray``'s local instance). The cleaner is a detached actor that removes the run's
+      placement group once the state API says the train controller is gone. It finds the state
+      API through /tmp/ray/ray_current_cluster, which names the LAST Ray instance started on the
+      machine: on a machine running a second local Ray (another user's, a test's), it asks that
+      instance, which has never heard of our controller, takes "not found" for "dead", and
+      removes the placement group of our live run. Seen here: 11 s after another local Ray
+      started, Ray logged "Destroying worker since its placement group was removed" for both
+      workers of a healthy run, which then restarted from its last checkpoint (step 0: it had none
+      yet). A local instance's placement groups end with the driver anyway, so the cleaner has
+      nothing to do there. On a cluster joined by address it stays.
     """
     from ray.train.torch import TorchTrainer
 
-    if os.environ.get("RAY_ADDRESS") or not hasattr(TorchTrainer, "_create_default_callbacks"):
+    if not hasattr(TorchTrainer, "_create_default_callbacks"):
         return TorchTrainer
+    unneeded = {"PlacementGroupCleanerCallback"} if not os.environ.get("RAY_ADDRESS") else set()
 
-    class LocalTorchTrainer(TorchTrainer):
+    class LeanTorchTrainer(TorchTrainer):
         def _create_default_callbacks(self) -> list[Any]:
-            return [cb for cb in super()._create_default_callbacks()
-                    if type(cb).__name__ != "PlacementGroupCleanerCallback"]
+            skip = unneeded | (set() if self.datasets else {"DatasetsCallback"})
+            return [cb for cb in super()._create_default_callbacks() if type(cb).__name__ not in skip]
 
-    return LocalTorchTrainer
+    return LeanTorchTrainer
