@@ -1,7 +1,7 @@
 """The embedded SmolLM2 end to end, its engine started once for all of it (each start of a vLLM
 engine costs three processes' imports on 2 cores):
 
-1. trained by pipelines/train-tiny.yaml (6 steps, one worker) into a registry that also holds a random
+1. trained by pipelines/train-tiny.yaml (6 steps) into a registry that also holds a random
    stand-in adapter;
 2. ``ec2er serve`` of the demo recipe (a key from a file) serving the base model and both adapters,
    answered through the official ``openai`` client;
@@ -52,10 +52,7 @@ def trained(ray_local, smollm2_model, tmp_path_factory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("smollm2")
     registry = root / "registry"
     config = _config(REPO / "pipelines" / "train-tiny.yaml", registry,
-                     **{"optim.max_steps": 6, "optim.learning_rate": 3e-3, "ray.checkpoint_every_steps": 6,
-                        # the same batches on one worker (2 rows, 2 accumulated): one process start
-                        # less; two gloo workers are test_training_slow.py's
-                        "ray.num_workers": 1})
+                     **{"optim.max_steps": 6, "optim.learning_rate": 3e-3, "ray.checkpoint_every_steps": 6})
     summary = STAGE(config, StageInputs(data=CURATED), root / "train")
     record = _record(root / "train")
     assert record["loss"]["final"] < record["loss"]["first"]
