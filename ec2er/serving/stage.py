@@ -57,17 +57,19 @@ def endpoint_of(config: ServeConfig, url: str = "") -> Endpoint:
 
 def check_serving(config: ServeConfig, promised: Promise) -> None:
     """The checks ``ec2er serve`` and a chain (before its first stage) both make, each failing in
-    one line before anything starts: the model can be had, the API key can be read, the registry
-    exists (or an earlier stage of the chain will publish into it), the port is free."""
+    one line before anything starts: the API key can be read, the registry exists (or an earlier
+    stage of the chain will publish into it), the port is free, the model can be had. The model's
+    check comes last: it imports vLLM (about 10 s of a core), which a typo elsewhere need not wait
+    for."""
     from ec2er.models import check_model
     from ec2er.serving.server import check_port_free
 
-    for base in config.bases():
-        check_model(base.model)
     config.resolve_api_key()
     check_registry(config, promised)
     if config.port:
         check_port_free(config.host, config.port)
+    for base in config.bases():
+        check_model(base.model)
 
 
 def check_registry(config: ServeConfig, promised: Promise) -> None:
