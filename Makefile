@@ -75,8 +75,9 @@ bench: $(STAMP)
 	$(BENCH_RECORD) $(PY) jobs/bench_scale.py
 	$(BENCH_RECORD) $(PY) jobs/bench_train.py
 	# A LoRA slot for each of its 3 adapters (serve/demo.yaml has 2): its ratios then measure batching
-	# base and adapter rows together, not requests waiting for a slot.
-	$(BENCH_RECORD) $(PY) jobs/bench_serve.py --set engine.max_loras=3
+	# base and adapter rows together, not requests waiting for a slot. Phases of 144 requests (about
+	# a minute each here): at 48 (about 20 s) one phase's rate moved by up to 35% between rounds.
+	$(BENCH_RECORD) $(PY) jobs/bench_serve.py --set engine.max_loras=3 --requests 144
 	$(BENCH_RECORD) $(PY) jobs/bench_bases.py
 	$(BENCH_RECORD) $(PY) jobs/bench_safety.py
 	$(BENCH_RECORD) $(PY) jobs/bench_dedup.py
