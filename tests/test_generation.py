@@ -414,3 +414,39 @@ def test_every_response_model_is_a_schema_the_grammar_engine_accepts():
               official_answer_model("EU", 6, 4), official_answer_model("EA", 4)]
     for model in models:
         assert not has_xgrammar_unsupported_json_features(model.model_json_schema()), model.__name__
+
+
+def test_the_driver_writes_in_its_main_thread_and_no_reporter_outlives_a_stopped_write(monkeypatch):
+    """A SIGTERM interrupts the write in the main thread (Ray Data then stops its own execution),
+    and the progress reporter is joined before the error leaves: no thread of the driver may still
+    call Ray when the CLI stops Ray (Ray's core worker, finding its raylet gone under a call, ends
+    the process with status 1 instead of the CLI's 143)."""
+    import threading
+    import time
+
+    import ray
+
+    from ec2er.errors import Terminated
+    from ec2er.generation.job import _write_with_progress
+
+    writers = []
+
+    class Dataset:
+        def write_parquet(self, uri: str) -> None:
+            writers.append(threading.current_thread() is threading.main_thread())
+            time.sleep(1.3)  # the reporter reports once a second
+            raise Terminated("stopped by SIGTERM")
+
+    class Progress:  # the progress actor's handle: snapshot.remote() gives what ray.get returns
+        class snapshot:  # noqa: N801 - an actor method's name
+            @staticmethod
+            def remote() -> dict[str, int]:
+                return {"dialogues": 1}
+
+    monkeypatch.setattr(ray, "get", lambda ref, timeout=None: ref)
+    reports: list[dict[str, int]] = []
+    before = set(threading.enumerate())
+    with pytest.raises(Terminated):
+        _write_with_progress(Dataset(), "results", Progress(), reports.append)
+    assert writers == [True] and reports[:1] == [{"dialogues": 1}]
+    assert set(threading.enumerate()) <= before  # the reporter is gone, not left running
