@@ -147,6 +147,31 @@ def test_a_dialogue_shows_its_crisis_safety_record(served, page, tmp_path: Path)
     page.screenshot(path=str(tmp_path / "dialogue-safety.png"), full_page=True)
 
 
+def test_a_page_that_finishes_loading_after_a_click_does_not_cover_the_page_clicked_to(served, page) -> None:
+    """The overview's own fetch of the run is held until the dialogues list, clicked to meanwhile,
+    has shown: the overview finishing last must not replace it (CI once counted 11 rows of the
+    overview's tables for the 12 dialogues)."""
+    _, base = served
+    held = []
+    # the page's first fetch of the run draws the tabs; the second is the overview's: hold that one
+    page.route(re.compile(r".*/api/run$"),
+               lambda route: held.append(route) if len(held) < 2 else route.continue_())
+    page.goto(base)
+    while len(held) < 1:
+        page.wait_for_timeout(20)
+    held[0].continue_()
+    page.locator("#tabs a", has_text="Dialogues").wait_for()
+    while len(held) < 2:
+        page.wait_for_timeout(20)
+    page.click("#tabs a:has-text('Dialogues')")
+    expect(page.locator("main tbody tr")).to_have_count(DIALOGUES)
+    held[1].continue_()
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(300)  # the overview's last fetches and its render, were it to happen
+    expect(page.locator("main h1")).to_have_text("Dialogues")
+    expect(page.locator("main tbody tr")).to_have_count(DIALOGUES)
+
+
 def test_curation_shows_each_decision_and_what_a_reject_matched(served, page, tmp_path: Path) -> None:
     _, base = served
     page.goto(base + "#/curation?decision=rejected")

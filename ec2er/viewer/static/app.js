@@ -125,11 +125,22 @@ function parseHash() {
            params: Object.fromEntries(new URLSearchParams(query || "")) };
 }
 
+let renders = 0;  // counts route renders: one that a newer render overtook writes nowhere
+
+// A page awaits the API before it shows anything, so a click during the overview's fetches can let
+// the overview finish last and cover the page clicked to. Each render writes into a box of its
+// own, put into <main> on its first write only while it is the newest (a newer one replaces it).
 async function render() {
+  const mine = ++renders;
   const { route, arg, params } = parseHash();
   for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.route === (route === "dialogue" ? "dialogues" : route));
+  const box = document.createElement("div");
+  const show = (...children) => {
+    if (mine === renders && !box.isConnected) document.getElementById("main").replaceChildren(box);
+    return fill(box, children);
+  };
   const page = ROUTES[route] || overviewPage;
-  try { await page(params, arg); } catch (e) { setMain(errorBox(e)); }
+  try { await page(show, params, arg); } catch (e) { show(errorBox(e)); }
 }
 
 function drawTabs() {
@@ -216,7 +227,7 @@ function newDialogues(n) {
 
 // ---------------------------------------------------------------- overview
 
-async function overviewPage() {
+async function overviewPage(show) {
   RUN = await api("run");
   const parts = [h("h1", {}, "Run ", RUN.run), h("p", { class: "muted" }, RUN.uri,
     RUN.chain && RUN.chain.seconds ? ` · chain took ${duration(RUN.chain.seconds)}` : "")];
@@ -225,7 +236,7 @@ async function overviewPage() {
   for (const c of RUN.curate || []) parts.push(curationSection(c));
   for (const t of RUN.train || []) parts.push(trainingSection(t));
   for (const e of RUN.evaluate || []) parts.push(await evaluationSection(e));
-  setMain(parts);
+  show(parts);
 }
 
 function stageCard(s) {
@@ -404,11 +415,11 @@ function evalChart(bars) {
 
 const FILTER_KEYS = ["status", "error", "theme", "stop", "eu", "ea", "q"];
 
-async function dialoguesPage(params) {
+async function dialoguesPage(show, params) {
   const stage = params.stage || null;
   const offset = Number(params.offset || 0);
   const filters = Object.fromEntries(FILTER_KEYS.map(k => [k, params[k] || ""]));
-  const main = setMain(h("h1", {}, "Dialogues"), h("p", { class: "muted" }, "reading…"));
+  const main = show(h("h1", {}, "Dialogues"), h("p", { class: "muted" }, "reading…"));
   const [facets, page] = await Promise.all([api("dialogues/facets", { stage }), api("dialogues", { stage, offset, limit: PAGE, newest: params.newest, ...filters })]);
   const change = (key, value) => go("dialogues", { ...params, [key]: value || null, offset: 0 });
   const opts = obj => Object.entries(obj || {}).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, `${k} (${num(v)})`]);
@@ -451,7 +462,7 @@ async function dialoguesPage(params) {
   lastWritten = null;
 }
 
-async function dialoguePage(params, id) {
+async function dialoguePage(show, params, id) {
   const stage = params.stage || null;
   const d = await api("dialogue", { stage, id });
   const m = d.metadata || {}, dialogue = d.dialogue;
@@ -464,7 +475,7 @@ async function dialoguePage(params, id) {
   const cards = items.map(([task, item]) => itemCard(task, item, { onclick: card => highlight(card, item) }));
   const verdicts = (dialogue && dialogue.verdicts) || m.verdicts || [];
   const criteria = ["scenario_clear", "emotions_present", "causes_present", "dilemma_present", "rich_enough"];
-  setMain(
+  show(
     h("p", {}, link("dialogues", { stage }, "← dialogues")),
     h("h1", {}, "Dialogue ", d.id),
     h("div", { class: "card" }, kv([["status", m.status === "ok" ? badge("ok", "ok") : badge(m.status || "?", "bad")], ["error", m.error],
@@ -550,10 +561,10 @@ function itemCard(task, item, opts) {
 
 // ---------------------------------------------------------------- curation
 
-async function curationPage(params) {
+async function curationPage(show, params) {
   const stage = params.stage || null;
   const offset = Number(params.offset || 0);
-  const main = setMain(h("h1", {}, "Curation"), h("p", { class: "muted" }, "reading…"));
+  const main = show(h("h1", {}, "Curation"), h("p", { class: "muted" }, "reading…"));
   const page = await api("curation", { stage, offset, limit: PAGE, decision: params.decision, reason: params.reason, task: params.task, q: params.q });
   const change = (key, value) => go("curation", { ...params, [key]: value || null, offset: 0 });
   const search = h("input", { type: "search", name: "q", placeholder: "search text (Enter)", value: params.q || "" });
@@ -607,7 +618,7 @@ function decisionCard(r, generate, stage) {
 
 // ---------------------------------------------------------------- training
 
-async function trainingPage(params) {
+async function trainingPage(show, params) {
   const stage = params.stage || null;
   const t = await api("training", { stage });
   const r = t.record;
@@ -628,7 +639,7 @@ async function trainingPage(params) {
     parts.push(h("div", { class: "card" }, h("h3", {}, ex.example_id),
       h("div", { class: "preview" }, ex.spans.map(s => h("span", { class: "span" + (s.trained ? " trained" : "") }, s.text)))));
   }
-  setMain(parts);
+  show(parts);
 }
 
 function lossChart(curves) {
@@ -655,10 +666,10 @@ function lossChart(curves) {
 
 // ---------------------------------------------------------------- evaluation
 
-async function evaluationPage(params) {
+async function evaluationPage(show, params) {
   const stage = params.stage || null;
   const offset = Number(params.offset || 0);
-  const main = setMain(h("h1", {}, "Evaluation"), h("p", { class: "muted" }, "reading…"));
+  const main = show(h("h1", {}, "Evaluation"), h("p", { class: "muted" }, "reading…"));
   const [view, page] = await Promise.all([api("evaluation", { stage }),
     api("predictions", { stage, offset, limit: 20, protocol: params.protocol, language: params.language, task: params.task,
       model: params.model, disagree: params.disagree, unparsed: params.unparsed, wrong: params.wrong, q: params.q })]);
