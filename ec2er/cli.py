@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from ec2er import __version__
 from ec2er.errors import Ec2erError, Terminated
-from ec2er.sigterm import EXIT_STATUS
+from ec2er.sigterm import EXIT_STATUS, let_ray_data_stop
 
 # subcommand -> the module whose register(subparsers) adds it
 STAGES: dict[str, str] = {
@@ -150,6 +150,7 @@ def exit_stopped() -> NoReturn:
     try:
         ray = sys.modules.get("ray")
         if ray is not None and ray.is_initialized():
+            let_ray_data_stop()
             ray.shutdown()
     finally:
         sys.stdout.flush()

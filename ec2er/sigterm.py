@@ -14,14 +14,21 @@ and Ray, and ``ec2er.cli.main`` exits 143.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from ec2er.errors import Terminated
 
 EXIT_STATUS = 128 + signal.SIGTERM  # what a shell reports for a process SIGTERM ended
+RAY_DATA_EXECUTOR = "ray.data._internal.execution.streaming_executor"
+EXECUTOR_WAIT_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
@@ -50,3 +57,24 @@ def ray_start_held() -> Iterator[None]:
         signal.signal(signal.SIGTERM, _raise_terminated)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def let_ray_data_stop(timeout_s: float = EXECUTOR_WAIT_S) -> None:
+    """Wait until Ray Data's executors of this process have stopped, before Ray itself is stopped.
+
+    An executor runs its scheduling loop in a thread of its own, which calls into Ray's core
+    worker. A ``Terminated`` unwinding the driver shuts the executor down, but Ray Data gives its
+    loop two seconds and goes on; on a loaded machine the loop can still be inside a Ray call when
+    ``ray.shutdown()`` frees the core worker, and the process dies by SIGSEGV instead of 143. Ray
+    offers no call that waits for this, hence the join here."""
+    executor = getattr(sys.modules.get(RAY_DATA_EXECUTOR), "StreamingExecutor", None)
+    if executor is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if isinstance(thread, executor) and thread.is_alive():
+            thread.shutdown(force=True)  # a no-op where its consumer's unwinding did it already
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("Ray Data's executor %s still runs after %.0f s; stopping Ray anyway",
+                            thread.name, timeout_s)
