@@ -68,6 +68,16 @@ def _at_least_two(counts):
     return counts if len(counts) >= 2 else None
 
 
+def _two_nodes_before_the_end(server: FakeOpenAIServer, counts):
+    """Rows from two nodes, or None; while one node has written a quarter of the 40 dialogues
+    alone, replies slow down so that the run cannot finish before the second node joins: on a
+    loaded machine (a fresh clone's first suite run) a node took longer to start than the whole
+    run took at 0.3 s a reply (40 dialogues in 43 s, all from one node)."""
+    if len(counts) < 2 and sum(counts.values()) >= 10:
+        server.delay_s = 1.5
+    return _at_least_two(counts)
+
+
 def written_qids(out: Path) -> list[str]:
     from ec2er.generation.outputs import iter_items
 
@@ -87,7 +97,8 @@ def test_from_zero_nodes_a_node_lost_mid_run_costs_nothing(multinode, server, tm
     proc = start(multinode, ["generate", "--config", str(path), "--output", str(out), "--no-progress"], log)
     try:
         # the autoscaler adds a node per actor (each asks for a whole ec2er_worker)
-        nodes = wait_until(lambda: _at_least_two(rows_per_node(out)), 300, "rows from two worker nodes", proc, log)
+        nodes = wait_until(lambda: _two_nodes_before_the_end(server, rows_per_node(out)), 300,
+                           "rows from two worker nodes", proc, log)
         busy = {a.node_id for a in actors(multinode, "GenerationActor")} & set(nodes)
         assert busy and sum(nodes.values()) < 40, (nodes, busy)
         victim = min(busy)
