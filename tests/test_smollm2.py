@@ -195,14 +195,35 @@ def test_the_mads_tiny_recipe_writes_valid_verdicts_and_items_through_the_endpoi
     assert dialogue["ea"] == 0 and written + len(dialogue["item_failures"]) == 1
 
 
+def _family_with_the_engine_core(server, timeout_s: float = 10.0) -> list:
+    """The server's descendants once vLLM's engine core is among them. Once (one suite run of
+    many, 2026-12-07) a snapshot of them held no engine core although the server's log showed it
+    serving a request a second before; the tree is read again for a few seconds, and a failure
+    prints every descendant whole (pytest's own message cuts the list short)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        family, seen = server.children(recursive=True), []
+        for p in family:
+            try:
+                seen.append(f"{p.pid} (parent {p.ppid()}): {p.name()} | {' '.join(p.cmdline())[:160]}")
+            except psutil.Error as e:
+                seen.append(f"{p.pid}: {type(e).__name__}")
+        if any("EngineCore" in line for line in seen):
+            return family
+        if time.monotonic() > deadline:
+            pytest.fail("no vLLM engine core among the server's processes:\n" + "\n".join(seen))
+        time.sleep(0.5)
+
+
 def test_a_sigterm_to_the_servers_group_stops_everything_within_seconds(server):
     """Ray's own processes must not die under the server's orderly stop; the server exits 0 within
     seconds and no process it started (Ray's, the replica's vLLM engine and worker) survives it."""
     import psutil
 
     proc, _, _, logs, _ = server
-    family = psutil.Process(proc.pid).children(recursive=True)  # Ray, the replica, the engine core
-    assert any("EngineCore" in p.name() + " ".join(p.cmdline()) for p in family), [p.cmdline() for p in family]
+    family = _family_with_the_engine_core(psutil.Process(proc.pid))  # Ray, the replica, the engine core
     stopped_at = time.monotonic()
     os.killpg(proc.pid, signal.SIGTERM)  # the whole group, as `timeout` does
     out, err = proc.communicate(timeout=60)
